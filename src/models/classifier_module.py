@@ -1,0 +1,252 @@
+"""One LightningModule for every architecture, single-head or multihead.
+
+The network may return a tensor (one head) or a dict ``{head: logits}`` (several heads).
+:meth:`ClassifierLitModule.forward_heads` turns a tensor into a one-head dict; everything after it
+(losses, metrics, logging, checkpoints) is the same code for one head or many. With one head the
+original metric names are logged (``train/loss``, ``val/acc``, ``val/acc_best``, ``test/acc``);
+with several, ``<stage>/<head>_acc`` and ``<stage>/<head>_loss`` plus the weighted ``<stage>/loss``.
+"""
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from src.models.components.heads import MultiHead
+from src.models.components.losses import ClassificationLoss, instantiate_criterion
+from src.utils.plain_data import make_plain
+
+STAGES = ("train", "val", "test")
+Batch = tuple[torch.Tensor, torch.Tensor | dict[str, torch.Tensor]]
+
+
+def infer_heads(net: nn.Module, num_classes: int | None = None) -> dict[str, int]:
+    """Return ``{head: num_classes}`` for ``net``; a single head is called ``"label"``.
+
+    A :class:`MultiHead` anywhere in ``net`` defines the heads. Otherwise the class count comes
+    from ``num_classes``, the network's ``num_classes``/``output_size`` attribute (timm models
+    have one) or its last ``nn.Linear``.
+    """
+    for module in net.modules():
+        if isinstance(module, MultiHead):
+            return module.heads_config
+    if num_classes is None:
+        num_classes = getattr(net, "num_classes", None) or getattr(net, "output_size", None)
+    if num_classes is None:
+        linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+        num_classes = linears[-1].out_features if linears else None
+    if not num_classes:
+        raise ValueError(
+            f"Cannot tell how many classes {type(net).__name__} predicts; "
+            "pass model.num_classes=<N> in the config."
+        )
+    return {"label": int(num_classes)}
+
+
+class ClassifierLitModule(LightningModule):
+    """Image classifier with configurable network, optimizer, scheduler and loss(es).
+
+    :param net: Network mapping images to logits (tensor) or to ``{head: logits}``.
+    :param optimizer: Partial optimizer; called with the parameters.
+    :param scheduler: Optional partial LR scheduler; called with the optimizer.
+    :param criterion: Loss for every head (default ``CrossEntropyLoss``); any ``torch.nn`` loss.
+    :param criteria: Per-head losses ``{head: loss}``; heads left out use ``criterion``.
+    :param loss_weights: Per-head weights of the total loss; missing heads weigh 1.0.
+    :param compile: Compile the network with ``torch.compile`` before fitting.
+    :param channels_last: Use channels-last memory format (faster convolutions with bf16).
+    :param num_classes: Class count when it cannot be read off a single-head network.
+    :param primary_head: Head that ``val/acc_best`` follows (default: the first head).
+    :param scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
+    :param scheduler_monitor: Metric a ``ReduceLROnPlateau`` scheduler watches.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        criterion: nn.Module | Mapping[str, Any] | None = None,
+        criteria: Mapping[str, nn.Module | Mapping[str, Any]] | None = None,
+        loss_weights: Mapping[str, float] | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
+        num_classes: int | None = None,
+        primary_head: str | None = None,
+        scheduler_interval: str = "epoch",
+        scheduler_monitor: str = "val/loss",
+    ) -> None:
+        super().__init__()
+        # Only plain data goes into hparams so checkpoints load with weights_only=True.
+        self.save_hyperparameters(
+            logger=False, ignore=["net", "optimizer", "scheduler", "criterion", "criteria"]
+        )
+        make_plain(self.hparams)
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.heads = infer_heads(net, num_classes)
+        self.multihead = len(self.heads) > 1
+        self.primary_head = primary_head or next(iter(self.heads))
+        self._check_head_names("primary_head", [self.primary_head])
+
+        criteria = dict(criteria or {})
+        self._check_head_names("criteria", criteria)
+        self._check_head_names("loss_weights", loss_weights or {})
+        default = instantiate_criterion(criterion)
+        self.criteria = nn.ModuleDict(
+            {
+                h: ClassificationLoss(
+                    instantiate_criterion(criteria[h]) if h in criteria else default
+                )
+                for h in self.heads
+            }
+        )
+        self.loss_weights = {h: float((loss_weights or {}).get(h, 1.0)) for h in self.heads}
+
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{h}": MulticlassAccuracy(num_classes=n, validate_args=False)
+                for stage in STAGES
+                for h, n in self.heads.items()
+            }
+        )
+        self.losses = nn.ModuleDict(
+            {f"{stage}_{h}": MeanMetric() for stage in STAGES for h in [*self.heads, "total"]}
+        )
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # resumed runs keep their best accuracy
+
+    # ----------------------------------------------------------------- naming
+    def _check_head_names(self, what: str, names: Any) -> None:
+        unknown = [n for n in names if n not in self.heads]
+        if unknown:
+            raise ValueError(
+                f"model.{what} names unknown head(s) {unknown}; the network's heads are "
+                f"{list(self.heads)} (set in net.heads_config)."
+            )
+
+    def metric_name(self, stage: str, head: str, kind: str) -> str:
+        """Logged name: ``val/acc`` for a single head, ``val/<head>_acc`` for several."""
+        if head == "total" or not self.multihead:
+            return f"{stage}/{kind}"
+        return f"{stage}/{head}_{kind}"
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Run the network on a batch of images (as the network returns it)."""
+        if self.hparams.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def forward_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run the network and always return ``{head: logits}``: the one place tensors become dicts."""
+        out = self(x)
+        if isinstance(out, torch.Tensor):
+            return {self.primary_head: out}
+        return out
+
+    def targets_as_dict(
+        self, y: torch.Tensor | Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Match the batch's labels to the heads, with a clear error when they disagree."""
+        if isinstance(y, torch.Tensor):
+            if self.multihead:
+                raise ValueError(
+                    f"The model has heads {list(self.heads)} but the data gives one label per "
+                    "image; use a multihead data config (e.g. data=multihead_mnist)."
+                )
+            return {self.primary_head: y}
+        missing = [h for h in self.heads if h not in y]
+        if missing and not (len(y) == 1 and not self.multihead):
+            raise ValueError(
+                f"The data has no labels for head(s) {missing}; it provides {list(y)}. "
+                "Make net.heads_config match the data's heads."
+            )
+        if not self.multihead and missing:
+            return {self.primary_head: next(iter(y.values()))}
+        return {h: y[h] for h in self.heads}
+
+    # ------------------------------------------------------------------- steps
+    def model_step(self, batch: Batch) -> tuple[torch.Tensor, dict, dict, dict]:
+        """Compute ``(total_loss, per_head_losses, per_head_logits, per_head_targets)``."""
+        x, y = batch
+        logits = self.forward_heads(x)
+        targets = self.targets_as_dict(y)
+        losses = {h: self.criteria[h](logits[h], targets[h]) for h in self.heads}
+        total = sum(self.loss_weights[h] * losses[h] for h in self.heads)
+        return total, losses, logits, targets
+
+    def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
+        total, losses, logits, targets = self.model_step(batch)
+        # Metric objects accumulate on device and are computed once per epoch: no per-step sync.
+        log = dict(on_step=False, on_epoch=True, sync_dist=False)
+        self.losses[f"{stage}_total"](total.detach())
+        self.log(f"{stage}/loss", self.losses[f"{stage}_total"], prog_bar=True, **log)
+        for h in self.heads:
+            acc = self.metrics[f"{stage}_{h}"]
+            acc(logits[h].detach(), targets[h])
+            self.log(self.metric_name(stage, h, "acc"), acc, prog_bar=True, **log)
+            if self.multihead:
+                self.losses[f"{stage}_{h}"](losses[h].detach())
+                self.log(self.metric_name(stage, h, "loss"), self.losses[f"{stage}_{h}"], **log)
+        return total
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """Weighted loss over all heads for one training batch."""
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Accumulate validation loss and accuracy."""
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        """Accumulate test loss and accuracy."""
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Return class probabilities per head."""
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return {h: logits.softmax(-1) for h, logits in self.forward_heads(x).items()}
+
+    def on_validation_epoch_end(self) -> None:
+        """Track the best validation accuracy of the primary head (not during sanity checks)."""
+        if self.trainer.sanity_checking:
+            return
+        acc = self.metrics[f"val_{self.primary_head}"].compute()
+        self.val_acc_best(acc)
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    # ------------------------------------------------------------ optimizers
+    def setup(self, stage: str) -> None:
+        """Apply memory format and compilation once the trainer is known."""
+        if self.hparams.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if self.hparams.compile and stage == "fit":
+            self.net.compile()  # in place: state_dict keys stay the same
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Build the optimizer and, if configured, the LR scheduler."""
+        optimizer = self.optimizer_factory(params=self.trainer.model.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        kwargs = {}
+        params = inspect.signature(self.scheduler_factory).parameters
+        if "total_steps" in params and "total_steps" not in getattr(
+            self.scheduler_factory, "keywords", {}
+        ):
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer=optimizer, **kwargs)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": self.hparams.scheduler_monitor,
+                "interval": self.hparams.scheduler_interval,
+                "frequency": 1,
+            },
+        }

@@ -1,0 +1,18 @@
+from src.utils.instantiators import instantiate_callbacks, instantiate_loggers, instantiate_model
+from src.utils.logging_utils import log_hyperparameters
+from src.utils.pylogger import RankedLogger
+from src.utils.rich_utils import enforce_tags, print_config_tree
+from src.utils.utils import extras, get_metric_value, task_wrapper
+
+__all__ = [
+    "RankedLogger",
+    "enforce_tags",
+    "extras",
+    "get_metric_value",
+    "instantiate_callbacks",
+    "instantiate_loggers",
+    "instantiate_model",
+    "log_hyperparameters",
+    "print_config_tree",
+    "task_wrapper",
+]

@@ -1,0 +1,80 @@
+"""Pretty-print the config tree and enforce run tags."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import rich
+import rich.syntax
+import rich.tree
+from hydra.core.hydra_config import HydraConfig
+from lightning_utilities.core.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.prompt import Prompt
+
+from src.utils import pylogger
+
+log = pylogger.RankedLogger(__name__, rank_zero_only=True)
+
+
+@rank_zero_only
+def print_config_tree(
+    cfg: DictConfig,
+    print_order: Sequence[str] = (
+        "data",
+        "model",
+        "callbacks",
+        "logger",
+        "trainer",
+        "paths",
+        "extras",
+    ),
+    resolve: bool = False,
+    save_to_file: bool = False,
+) -> None:
+    """Print the config as a rich tree (and optionally save it to the output folder).
+
+    :param cfg: The composed config.
+    :param print_order: Groups printed first, in this order; the rest follow.
+    :param resolve: Resolve interpolations before printing.
+    :param save_to_file: Also write the tree to ``<output_dir>/config_tree.log``.
+    """
+    tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
+    queue = []
+    for field in print_order:
+        if field in cfg:
+            queue.append(field)
+        else:
+            log.warning(
+                f"Field '{field}' not found in config. Skipping '{field}' config printing..."
+            )
+    queue += [field for field in cfg if field not in queue]
+    for field in queue:
+        branch = tree.add(field, style="dim", guide_style="dim")
+        section = cfg[field]
+        text = (
+            OmegaConf.to_yaml(section, resolve=resolve)
+            if isinstance(section, DictConfig)
+            else str(section)
+        )
+        branch.add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)
+    if save_to_file:
+        with open(Path(cfg.paths.output_dir, "config_tree.log"), "w") as file:
+            rich.print(tree, file=file)
+
+
+@rank_zero_only
+def enforce_tags(cfg: DictConfig, save_to_file: bool = False) -> None:
+    """Ask for tags when none are given (only in an interactive, non-multirun session)."""
+    if not cfg.get("tags"):
+        if "id" in HydraConfig().cfg.hydra.job:
+            raise ValueError("Specify tags before launching a multirun!")
+        log.warning("No tags provided in config. Prompting user to input tags...")
+        tags = Prompt.ask("Enter a list of comma separated tags", default="dev")
+        tags = [t.strip() for t in tags.split(",") if t != ""]
+        with open_dict(cfg):
+            cfg.tags = tags
+        log.info(f"Tags: {cfg.tags}")
+    if save_to_file:
+        with open(Path(cfg.paths.output_dir, "tags.log"), "w") as file:
+            rich.print(cfg.tags, file=file)
