@@ -3,9 +3,9 @@
 from typing import Any
 
 from lightning_utilities.core.rank_zero import rank_zero_only
-from omegaconf import OmegaConf
 
 from src.utils import pylogger
+from src.utils.plain_data import to_plain
 
 log = pylogger.RankedLogger(__name__, rank_zero_only=True)
 
@@ -16,14 +16,14 @@ def log_hyperparameters(object_dict: dict[str, Any]) -> None:
 
     :param object_dict: ``cfg``, ``model`` and ``trainer`` of the run.
     """
-    cfg = OmegaConf.to_container(object_dict["cfg"], resolve=True)
+    cfg = object_dict["cfg"]
     model = object_dict["model"]
     trainer = object_dict["trainer"]
     if not trainer.logger:
         log.warning("Logger not found! Skipping hyperparameter logging...")
         return
     hparams: dict[str, Any] = {
-        "model": cfg["model"],
+        "model": to_plain(cfg.model),
         "model/params/total": sum(p.numel() for p in model.parameters()),
         "model/params/trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "model/params/non_trainable": sum(
@@ -31,6 +31,6 @@ def log_hyperparameters(object_dict: dict[str, Any]) -> None:
         ),
     }
     for key in ("data", "trainer", "callbacks", "extras", "task_name", "tags", "ckpt_path", "seed"):
-        hparams[key] = cfg.get(key)
+        hparams[key] = to_plain(cfg.get(key))
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)
