@@ -1,0 +1,331 @@
+"""The architecture zoo: every model config builds, trains a step and has the size its name says.
+
+Model configs are composed through ``train.yaml`` exactly as ``python src/train.py model=<name>``
+does, so the tests see what users get (defaults, inheritance between configs, interpolations).
+"""
+
+import functools
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from src.models.classifier_module import ClassifierLitModule
+from src.models.components.convnext_v2 import ConvNeXtV2
+from src.models.components.heads import MultiHead
+from src.models.components.simple_cnn import SimpleCNN
+from src.models.components.simple_dense_net import SimpleDenseNet
+from src.models.components.simple_efficientnet import SimpleEfficientNet
+from src.models.components.vision_transformer import VisionTransformer
+from src.utils.instantiators import instantiate_model
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+MODEL_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+#: Model configs that are not models but the shared base the others extend.
+BASE_CONFIGS = {"classifier"}
+#: Names without a size, or (spec compatibility) with a size that is not the real one:
+#: ``{config: parameter count the spec states}``.
+LEGACY_NAMES = {
+    "mnist": 68_048,  # the original template's default SimpleDenseNet
+    "mnist_cnn": 421_482,  # spec's short name for SimpleCNN 421K
+    "mnist_convnext_68k": 73_000,  # spec's example name for ConvNeXt-V2 small (73K)
+    "cifar10_cnn_64k": 3_300_000,
+    "cifar10_convnext_210k": 288_000,
+    "cifar100_cnn_64k": 3_300_000,
+    "cifar100_convnext_210k": 290_000,
+    "cifar100_coarse_cnn_64k": 3_300_000,
+}
+#: Intended input ``(C, H, W)`` and single-head class count, by config-name prefix.
+DATASETS = {
+    "mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+    "cifar100_coarse": ((3, 32, 32), 20),
+}
+SIZE_SUFFIX = re.compile(r"_(\d+(?:\.\d+)?)([km])$")
+MODELS = [name for name in MODEL_CONFIGS if name not in BASE_CONFIGS]
+
+
+def stated_size(name: str) -> int:
+    """Parameter count a config name states: ``*_8k`` -> 8,000, ``*_3.3m`` -> 3,300,000."""
+    if name in LEGACY_NAMES:
+        return LEGACY_NAMES[name]
+    match = SIZE_SUFFIX.search(name)
+    if not match:
+        pytest.fail(
+            f"configs/model/{name}.yaml does not end in its parameter count (e.g. _68k, _3.3m); "
+            "rename it or add it to LEGACY_NAMES with the size it stands for."
+        )
+    return round(float(match[1]) * {"k": 1e3, "m": 1e6}[match[2]])
+
+
+def dataset_of(name: str) -> tuple[tuple[int, int, int], int]:
+    """Intended input shape and class count, from the longest matching name prefix."""
+    prefixes = [p for p in DATASETS if name == p or name.startswith(p + "_")]
+    if not prefixes:
+        pytest.fail(
+            f"No intended input shape for configs/model/{name}.yaml; add its prefix to DATASETS."
+        )
+    return DATASETS[max(prefixes, key=len)]
+
+
+def compose_train(*overrides: str) -> DictConfig:
+    """Compose ``train.yaml`` with command-line style overrides."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def build(name: str, *overrides: str) -> ClassifierLitModule:
+    """Instantiate ``model=<name>`` the way ``src/train.py`` does."""
+    return instantiate_model(compose_train(f"model={name}", *overrides).model)
+
+
+def count(module: torch.nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def random_batch(
+    shape: tuple[int, int, int], heads: dict[str, int], size: int = 4
+) -> tuple[torch.Tensor, torch.Tensor | dict[str, torch.Tensor]]:
+    """Random images and labels (a tensor for one head, a dict for several)."""
+    x = torch.randn(size, *shape)
+    labels = {h: torch.randint(0, n, (size,)) for h, n in heads.items()}
+    return x, labels if len(heads) > 1 else next(iter(labels.values()))
+
+
+def test_every_config_is_covered() -> None:
+    """The spec's families, sizes and legacy names all exist as model configs."""
+    expected = {
+        "mnist", "mnist_sdn_8k", "mnist_sdn_68k", "mnist_cnn", "mnist_cnn_8k", "mnist_cnn_68k",
+        "mnist_cnn_421k", "mnist_multihead_cnn_422k", "mnist_efficientnet_22k",
+        "mnist_efficientnet_210k", "mnist_efficientnet_7m", "mnist_vit_38k", "mnist_vit_210k",
+        "mnist_vit_821k", "mnist_convnext_18k", "mnist_convnext_68k", "mnist_convnext_73k",
+        "mnist_convnext_288k", "mnist_convnext_725k", "cifar10_cnn_64k", "cifar10_convnext_210k",
+        "cifar10_vit_210k", "cifar10_efficientnet_210k", "cifar100_cnn_64k",
+        "cifar100_convnext_210k", "cifar100_vit_210k", "cifar100_efficientnet_210k",
+        "cifar100_coarse_cnn_64k",
+    }  # fmt: skip
+    assert expected <= set(MODELS), f"missing model configs: {sorted(expected - set(MODELS))}"
+    assert set(LEGACY_NAMES) <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_config_trains_a_step(name: str) -> None:
+    """Build ``model=<name>``, run forward + backward on its intended input shape.
+
+    The output has one logit per class of each head, the loss is finite, every parameter gets a
+    gradient (no dead branches), and the parameter count is within 10% of the config's name.
+    """
+    model = build(name)
+    shape, num_classes = dataset_of(name)
+    heads = model.heads if model.multihead else {"label": num_classes}
+    x, y = random_batch(shape, heads)
+
+    model.train()
+    out = model.net(x)
+    if model.multihead:
+        assert isinstance(out, dict) and list(out) == list(heads)
+        assert {h: tuple(v.shape) for h, v in out.items()} == {h: (4, n) for h, n in heads.items()}
+    else:
+        assert isinstance(out, torch.Tensor) and out.shape == (4, num_classes)
+
+    loss = model.model_step((x, y))[0]
+    assert torch.isfinite(loss)
+    loss.backward()
+    no_grad = [n for n, p in model.net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not no_grad, f"parameters without gradient: {no_grad[:5]}"
+
+    size, stated = count(model.net), stated_size(name)
+    assert abs(size - stated) <= 0.1 * stated, (
+        f"{name} has {size:,} parameters, more than 10% away from the {stated:,} its name states"
+    )
+
+
+def test_simple_cnn_matches_the_spec_layout() -> None:
+    """SimpleCNN 421K is the spec's network; the multihead variant adds exactly two heads."""
+    net = build("mnist_cnn_421k").net
+    assert isinstance(net, SimpleCNN)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (1, 32, (3, 3)),
+        (32, 64, (3, 3)),
+    ]
+    assert [(fc.in_features, fc.out_features) for fc in linears] == [(3136, 128), (128, 10)]
+    # The spec's architecture has 421,834 parameters (its text rounds to 421,482).
+    assert count(net) == 421_834
+
+    multi = build("mnist_multihead_cnn_422k")
+    assert multi.heads == {"digit": 10, "thickness": 5, "smoothness": 3}
+    assert count(multi.net) - count(net) == (128 + 1) * (5 + 3)
+    assert multi.loss_weights == {"digit": 1.0, "thickness": 0.5, "smoothness": 0.5}
+
+
+def test_network_arguments_override_from_the_command_line() -> None:
+    """The spec's example ``model.net.conv1_channels=64 model.net.dropout=0.5`` takes effect."""
+    net = build("mnist_cnn", "model.net.conv1_channels=64", "model.net.dropout=0.5").net
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    dropouts = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    assert convs[0].out_channels == 64 and convs[1].in_channels == 64
+    assert [d.p for d in dropouts] == [0.5]
+
+
+def test_short_names_resolve_to_their_models() -> None:
+    """``model=mnist`` stays SimpleDenseNet 68K; the spec's short names alias the sized configs."""
+    assert isinstance(build("mnist").net, SimpleDenseNet)
+    assert count(build("mnist").net) == 67_978  # the spec's text says 68,048
+    for alias, target in [
+        ("mnist_cnn", "mnist_cnn_421k"),
+        ("mnist_convnext_68k", "mnist_convnext_73k"),
+    ]:
+        assert compose_train(f"model={alias}").model == compose_train(f"model={target}").model
+
+
+# One small preset per family: (component class, constructor arguments).
+FAMILIES = {
+    "sdn": (SimpleDenseNet, dict(lin1_size=16, lin2_size=16, lin3_size=16)),
+    "cnn": (SimpleCNN, dict(conv1_channels=8, conv2_channels=16, fc_hidden=16)),
+    "efficientnet": (
+        SimpleEfficientNet,
+        dict(width_mult=0.25, depth_mult=0.34, head_channels=64, num_stages=3),
+    ),
+    "vit": (VisionTransformer, dict(patch_size=4, embed_dim=16, depth=1, num_heads=2)),
+    "convnext": (ConvNeXtV2, dict(depths=(1, 1, 1, 1), dims=(4, 8, 8, 16))),
+}
+
+
+def make_net(family: str, shape: tuple[int, int, int], **kwargs) -> torch.nn.Module:
+    """A small network of ``family`` for images of ``shape``."""
+    cls, preset = FAMILIES[family]
+    if cls is SimpleDenseNet:
+        heads = kwargs.pop("heads_config", None)
+        return cls(
+            input_shape=shape,
+            output_size=kwargs.pop("num_classes", 10),
+            heads_config=heads,
+            **preset,
+        )
+    return cls(in_channels=shape[0], image_size=shape[1], **preset, **kwargs)
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "sdn"])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_one_class_serves_mnist_and_cifar(family: str, shape: tuple[int, int, int]) -> None:
+    """Each component takes the input shape and class count as arguments."""
+    net = make_net(family, shape, num_classes=7)
+    features = net.forward_features(torch.randn(2, *shape))
+    assert features.shape == (2, net.num_features)
+    assert net(torch.randn(2, *shape)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_multihead_works_on_every_family(family: str) -> None:
+    """``heads_config`` gives a dict of logits and the module trains every head."""
+    heads = {"digit": 10, "thickness": 5, "smoothness": 3}
+    net = make_net(family, (1, 28, 28), heads_config=heads)
+    assert any(isinstance(m, MultiHead) for m in net.modules())
+    model = ClassifierLitModule(
+        net=net,
+        optimizer=torch.optim.Adam,
+        loss_weights={"digit": 1.0, "thickness": 0.5, "smoothness": 0.5},
+    )
+    assert model.heads == heads
+    x, y = random_batch((1, 28, 28), heads)
+    out = model.forward_heads(x)
+    assert {h: tuple(v.shape) for h, v in out.items()} == {h: (4, n) for h, n in heads.items()}
+    loss = model.model_step((x, y))[0]
+    loss.backward()
+    for name, head in net.head.heads.items():
+        assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0, name
+
+
+def compiled_matches_eager(family: str, backend: str = "inductor") -> None:
+    """``compile: true`` compiles the net in ``setup('fit')``; outputs and gradients still flow."""
+    torch.manual_seed(0)
+    net = make_net(family, (1, 28, 28))
+    # setup() calls net.compile(); pin the backend on this instance (inductor is the default).
+    net.compile = functools.partial(net.compile, backend=backend)
+    model = ClassifierLitModule(net=net, optimizer=torch.optim.Adam, compile=True)
+    keys = set(model.state_dict())
+    x, y = random_batch((1, 28, 28), {"label": 10})
+    model.eval()
+    with torch.no_grad():
+        eager = model(x)
+    model.setup("fit")
+    assert net._compiled_call_impl is not None
+    with torch.no_grad():
+        compiled = model(x)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+    model.train()
+    loss = model.model_step((x, y))[0]
+    loss.backward()
+    assert all(p.grad is not None for p in net.parameters())
+    assert set(model.state_dict()) == keys  # compiled in place: checkpoints keep their keys
+
+
+def test_compile_flag_compiles_the_network() -> None:
+    """``compile: true`` traced by TorchDynamo + AOTAutograd (``aot_eager``: no C++ build, fast).
+
+    The slow tests below run the real inductor backend on every family.
+    """
+    compiled_matches_eager("sdn", backend="aot_eager")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_compile_every_family(family: str) -> None:
+    """Every family works with ``compile: true`` and inductor (about a minute per model on CPU)."""
+    compiled_matches_eager(family)
+
+
+def test_helpful_errors_for_wrong_shapes() -> None:
+    """Impossible input shapes fail at construction with the fix in the message."""
+    with pytest.raises(ValueError, match="not divisible by patch_size"):
+        VisionTransformer(image_size=28, patch_size=8)
+    with pytest.raises(ValueError, match="too small"):
+        ConvNeXtV2(image_size=8)
+    with pytest.raises(ValueError, match="one value per stage"):
+        ConvNeXtV2(depths=(1, 1), dims=(8, 16, 32))
+
+
+def test_vit_995_data_augments_training_batches_only() -> None:
+    """data=mnist_vit_995 scales to [-1, 1] and augments only while training."""
+    cfg = compose_train("experiment=vit_mnist_995")
+    from hydra.utils import instantiate
+
+    data = instantiate(cfg.data)
+    t = data.transform
+    assert t.mean.flatten().tolist() == [0.5] and t.std.flatten().tolist() == [0.5]
+    assert (t.degrees, t.translate, t.scale) == (10.0, 0.1, (0.9, 1.1))
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    expected = images.float() / 127.5 - 1
+    torch.testing.assert_close(t(images, train=False), expected)
+    assert not torch.allclose(t(images, train=True), expected)
+
+
+@pytest.mark.parametrize(
+    "experiment, model_config, epochs",
+    [
+        ("cnn_mnist", "mnist_cnn_421k", 2),
+        ("convnext_mnist", "mnist_convnext_73k", 3),
+        ("efficientnet_mnist", "mnist_efficientnet_210k", 5),
+        ("vit_mnist", "mnist_vit_210k", 10),
+        ("vit_mnist_995", "mnist_vit_210k", 200),
+    ],
+)
+def test_experiments_compose(experiment: str, model_config: str, epochs: int) -> None:
+    """Experiments fix the seed, tag the run and replace the plateau schedule by one-cycle."""
+    cfg = compose_train(f"experiment={experiment}")
+    assert cfg.seed is not None and cfg.tags and cfg.trainer.max_epochs == epochs
+    assert cfg.model.net._target_ == compose_train(f"model={model_config}").model.net._target_
+    scheduler = OmegaConf.to_container(cfg.model.scheduler, resolve=True)
+    assert scheduler["_target_"].endswith("OneCycleLR") and "patience" not in scheduler
+    assert scheduler["max_lr"] == cfg.model.optimizer.lr and cfg.model.scheduler_interval == "step"
+    model = instantiate_model(cfg.model)
+    if experiment == "vit_mnist_995":
+        assert 189_000 <= count(model.net) <= 231_000
+        assert model.criteria["label"].criterion.label_smoothing == 0.1
