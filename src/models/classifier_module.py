@@ -110,7 +110,11 @@ class ClassifierLitModule(LightningModule):
 
         self.metrics = nn.ModuleDict(
             {
-                f"{stage}_{h}": MulticlassAccuracy(num_classes=n, validate_args=False)
+                # micro: the fraction of correct images, as in the original template (the
+                # class's default "macro" would score a constant guess at exactly 1/n).
+                f"{stage}_{h}": MulticlassAccuracy(
+                    num_classes=n, average="micro", validate_args=False
+                )
                 for stage in STAGES
                 for h, n in self.heads.items()
             }
