@@ -1,0 +1,237 @@
+"""Bring your own images: a datamodule over ``train/<class>/*``, ``test/<class>/*``, optional ``val/``.
+
+With the in-memory pipeline (default) every split is decoded once into a uint8 tensor and cached
+as a ``.pt`` file (see :mod:`src.data.components.image_folder`); later runs load the tensors and
+never decode again. With ``in_memory=false`` images are read lazily per sample by torchvision's
+``ImageFolder`` with v2 transforms, for folders too large for memory.
+
+Validation comes from ``val/`` when it exists, otherwise from a seeded split of ``train/``. The
+test set is ``test/``, never mixed with training images.
+"""
+
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Subset
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import v2
+
+from src.data.base_datamodule import InMemoryDataModule
+from src.data.components.image_folder import (
+    ImageFolderError,
+    extract_archive,
+    image_size_pair,
+    load_split_cached,
+    read_image,
+    scan_split,
+)
+from src.data.components.memory import InMemoryImages, Labels
+from src.data.components.transforms import per_sample_transform
+
+
+class ImageFolderDataModule(InMemoryDataModule):
+    """Class-per-folder images of any size, decoded once, with the base's splits and transforms.
+
+    :param data_dir: Root holding ``train/``, ``test/`` and optionally ``val/``.
+    :param archive: Optional ``.tgz``/``.tar`` of that layout, extracted into ``data_dir`` once
+        (the archive may wrap the splits in one top folder).
+    :param image_size: Resize every image to this size (``32`` or ``[h, w]``); ``None`` keeps the
+        size, which must then be the same for every image.
+    :param channels: 3 for RGB, 1 for grayscale.
+    :param val_size: Without ``val/``: validation images split off ``train/``, as a count or as
+        a fraction of ``train/`` (``0.1``).
+    :param cache_dir: Folder for the decoded ``.pt`` files (default ``<data_dir>/.decoded``);
+        ``cache=false`` turns the cache off.
+    :param cache: Keep decoded tensors between runs.
+    :param kwargs: Everything else of :class:`~src.data.base_datamodule.InMemoryDataModule`.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/images",
+        archive: str | None = None,
+        image_size: int | Sequence[int] | None = None,
+        channels: int = 3,
+        val_size: int | float = 0.1,
+        cache_dir: str | None = None,
+        cache: bool = True,
+        batch_size: int = 128,
+        train_val_test_split: Sequence[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
+        super().__init__(
+            data_dir=data_dir,
+            val_size=val_size,
+            batch_size=batch_size,
+            train_val_test_split=train_val_test_split,
+            **kwargs,
+        )
+        size = image_size_pair(image_size)
+        self.input_shape = (channels, *size) if size else (channels, 0, 0)
+        self.class_names: list[str] = []
+        self._loaded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # ---------------------------------------------------------------- folders
+    @property
+    def root(self) -> Path:
+        """The folder holding the split folders."""
+        return Path(self.hparams.data_dir)
+
+    @property
+    def has_val_folder(self) -> bool:
+        """Whether ``val/`` provides the validation split."""
+        return (self.root / "val").is_dir()
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """Where decoded splits are cached, or ``None`` when caching is off."""
+        if not self.hparams.cache:
+            return None
+        return Path(self.hparams.cache_dir or self.root / ".decoded")
+
+    def prepare_data(self) -> None:
+        """Extract the archive if given, check the layout, and decode + cache every split once."""
+        self._ensure_folders()
+        if self.hparams.in_memory and self.cache_dir is not None:
+            # Without a cache, setup() decodes; decoding here too would do it twice.
+            class_to_idx = None
+            for split in self._splits():
+                _images, _labels, classes = self._decode(split, class_to_idx)
+                class_to_idx = class_to_idx or {c: i for i, c in enumerate(classes)}
+
+    def _ensure_folders(self) -> None:
+        if self.hparams.archive and not (self.root / "train").is_dir():
+            extract_archive(self.hparams.archive, self.root)
+        for split in ("train", "test"):
+            if not (self.root / split).is_dir():
+                hint = (
+                    " or set data.archive to a .tgz of that layout"
+                    if not self.hparams.archive
+                    else ""
+                )
+                raise ImageFolderError(
+                    f"{self.root / split} does not exist: data.data_dir must hold train/<class>/* "
+                    f"and test/<class>/* (val/ is optional){hint}."
+                )
+
+    def _splits(self) -> list[str]:
+        return ["train", "test", *(["val"] if self.has_val_folder else [])]
+
+    def _decode(
+        self, split: str, class_to_idx: dict[str, int] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        return load_split_cached(
+            self.root / split,
+            class_to_idx=class_to_idx,
+            image_size=image_size_pair(self.hparams.image_size),
+            channels=self.hparams.channels,
+            cache_dir=self.cache_dir,
+        )
+
+    # ------------------------------------------------------------------ splits
+    def split_sizes(self) -> tuple[int, int, int]:
+        """``(train, val, test)``: ``val_size`` (count or fraction) comes off ``train/`` unless
+        ``val/`` exists; ``train_val_test_split`` overrides both."""
+        if self.hparams.train_val_test_split is not None:
+            return super().split_sizes()
+        n_train, n_test = self.official_sizes
+        val = self.hparams.val_size
+        n_val = 0 if self.has_val_folder else int(round(val * n_train) if val < 1 else val)
+        if not 0 <= n_val < n_train:
+            raise ValueError(
+                f"val_size={val} leaves no training images out of {n_train} in {self.root / 'train'}."
+            )
+        return n_train - n_val, n_val, n_test
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the decoded splits (in memory) or index the files (lazy), then split by seed."""
+        if self.data_train is None:
+            self._ensure_folders()
+            if self.hparams.in_memory:
+                self._load_decoded()
+            else:
+                self._build_lazy()
+        super().setup(stage)
+        if self.hparams.in_memory and "val" in self._loaded:
+            self.data_val = InMemoryImages(*self._loaded["val"])
+        self._loaded = {}
+
+    def _load_decoded(self) -> None:
+        class_to_idx = None
+        for split in self._splits():
+            images, labels, classes = self._decode(split, class_to_idx)
+            if class_to_idx is None:
+                class_to_idx = {c: i for i, c in enumerate(classes)}
+                self.class_names = classes
+                self.input_shape = tuple(images.shape[1:])
+            self._loaded[split] = (images, labels)
+        self.official_sizes = (len(self._loaded["train"][0]), len(self._loaded["test"][0]))
+
+    def load_split(self, train: bool) -> tuple[torch.Tensor, Labels]:
+        """Decoded ``train/`` or ``test/`` as uint8 ``(N, C, H, W)`` and int64 labels."""
+        split = "train" if train else "test"
+        if split not in self._loaded:
+            self._load_decoded()
+        return self._loaded[split]
+
+    # ------------------------------------------------------------ lazy pipeline
+    def _sample_transform(self, train: bool) -> v2.Compose:
+        """Resize (if configured) then the same augmentation/normalization as the batch path."""
+        t = self.transform
+        ops = []
+        if self.hparams.image_size is not None:
+            ops.append(v2.Resize(list(image_size_pair(self.hparams.image_size)), antialias=True))
+        ops.append(
+            per_sample_transform(
+                mean=t.mean.flatten().tolist(),
+                std=t.std.flatten().tolist(),
+                crop_padding=t.crop_padding,
+                hflip=t.hflip,
+                degrees=t.degrees,
+                translate=t.translate,
+                scale=t.scale,
+                train=train,
+            )
+        )
+        return v2.Compose(ops)
+
+    def _folder(self, split: str, train: bool) -> ImageFolder:
+        loader = partial(read_image, channels=self.hparams.channels)
+        return ImageFolder(
+            str(self.root / split), transform=self._sample_transform(train), loader=loader
+        )
+
+    def _build_lazy(self) -> None:
+        """torchvision ``ImageFolder`` datasets reading files per sample in the workers."""
+        classes, _samples = scan_split(self.root / "train")
+        class_to_idx = {c: i for i, c in enumerate(classes)}
+        for split in self._splits()[1:]:
+            scan_split(self.root / split, class_to_idx)  # same classes, not empty
+        self.class_names = classes
+        train_aug, train_plain = self._folder("train", True), self._folder("train", False)
+        self.official_sizes = (len(train_aug), len(self._folder("test", False)))
+        n_train, n_val, n_test = self.split_sizes()
+        generator = torch.Generator().manual_seed(self.hparams.split_seed)
+        order = torch.randperm(len(train_aug), generator=generator).tolist()
+        self.data_train = Subset(train_aug, order[:n_train])
+        if self.has_val_folder:
+            self.data_val = self._folder("val", False)
+        else:
+            self.data_val = Subset(train_plain, order[n_train : n_train + n_val])
+        test = self._folder("test", False)
+        if n_test < len(test):
+            test = Subset(test, torch.randperm(len(test), generator=generator)[:n_test].tolist())
+        self.data_test = test
+        if self.hparams.image_size is None:
+            self.input_shape = tuple(test[0][0].shape)
+        else:
+            self.input_shape = (self.hparams.channels, *image_size_pair(self.hparams.image_size))
+
+
+if __name__ == "__main__":
+    _ = ImageFolderDataModule()
