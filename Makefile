@@ -42,7 +42,7 @@ clean-logs cl: ## Clean logs
 	rm -rf logs/**
 
 format f: install ## Run pre-commit hooks (ruff lint + format, yaml checks)
-	$(VENV)/bin/pre-commit run -a
+	PATH=$(VENV)/bin:$$PATH pre-commit run -a
 
 sync s: ## Merge changes from main branch to your current branch
 	git pull
