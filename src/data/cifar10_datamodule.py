@@ -35,6 +35,8 @@ class CIFARDataModule(InMemoryDataModule):
     :param data_dir: Folder holding (or receiving) the extracted dataset folder.
     :param label_mode: Which heads the labels feed (a key of :attr:`label_modes`). One head gives
         plain label tensors; several give ``{head: labels}`` for a multihead network.
+    :param heads: Alternative to ``label_mode``: the heads to yield, primary first (e.g.
+        ``[fine, coarse]``); labels are then always ``{head: labels}`` dicts, even for one head.
     :param train_val_test_split: ``(train, val, test)`` sizes; train + val are a seeded split of
         the official training set, test is the official test set.
     :param kwargs: Everything else of :class:`~src.data.base_datamodule.InMemoryDataModule`
@@ -55,6 +57,7 @@ class CIFARDataModule(InMemoryDataModule):
         self,
         data_dir: str = "data/",
         label_mode: str | None = None,
+        heads: Sequence[str] | None = None,
         train_val_test_split: Sequence[int] | None = CIFAR_SPLIT,
         batch_size: int = 128,
         **kwargs: Any,
@@ -64,6 +67,12 @@ class CIFARDataModule(InMemoryDataModule):
             raise ValueError(
                 f"{type(self).__name__}: label_mode={label_mode!r} is not one of "
                 f"{list(self.label_modes)}."
+            )
+        unknown = [h for h in heads or [] if h not in self.head_sizes]
+        if unknown or (heads is not None and not heads):
+            raise ValueError(
+                f"{type(self).__name__}: heads={heads} must name heads from "
+                f"{list(self.head_sizes)} (e.g. {list(self.head_sizes)}), or be null."
             )
         super().__init__(
             data_dir=data_dir,
@@ -79,13 +88,15 @@ class CIFARDataModule(InMemoryDataModule):
     # ------------------------------------------------------------ heads and names
     @property
     def active_heads(self) -> tuple[str, ...]:
-        """Heads of the configured ``label_mode``, primary first."""
+        """Heads of ``heads`` or else of the configured ``label_mode``, primary first."""
+        if self.hparams.heads:
+            return tuple(self.hparams.heads)
         return self.label_modes[self.hparams.label_mode]
 
     @property
     def multihead(self) -> bool:
-        """Whether batches carry ``{head: labels}`` dicts."""
-        return len(self.active_heads) > 1
+        """Whether batches carry ``{head: labels}`` dicts (several heads, or ``heads`` given)."""
+        return len(self.active_heads) > 1 or bool(self.hparams.heads)
 
     @property
     def heads(self) -> dict[str, int]:
