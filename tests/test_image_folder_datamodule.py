@@ -53,7 +53,9 @@ def test_reads_layout_and_splits(tmp_path: Path) -> None:
     assert torch.equal(dm.data_test.images[4], dog0)
 
 
-def test_decodes_once_then_uses_the_cache(tmp_path: Path, decode_calls: list[str]) -> None:
+def test_decodes_once_then_uses_the_cache(
+    tmp_path: Path, decode_calls: list[str], monkeypatch
+) -> None:
     write_image_folder(tmp_path, CLASSES, {"train": 5, "test": 2})
     first = make(tmp_path)
     assert len(decode_calls) == 15 + 6  # every image once (prepare_data decodes, setup loads)
@@ -62,8 +64,11 @@ def test_decodes_once_then_uses_the_cache(tmp_path: Path, decode_calls: list[str
         "train",
     ]
     decode_calls.clear()
+    loads, load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or load(*a, **k))
     second = make(tmp_path)
     assert decode_calls == []
+    assert len(loads) == 2  # setup loads train and test once; prepare_data only checks
     assert torch.equal(first.data_test.images, second.data_test.images)
 
     # Adding an image invalidates the cache of that split only.

@@ -22,6 +22,7 @@ from torchvision.transforms import v2
 from src.data.base_datamodule import InMemoryDataModule
 from src.data.components.image_folder import (
     ImageFolderError,
+    cache_split,
     extract_archive,
     image_size_pair,
     load_split_cached,
@@ -101,7 +102,13 @@ class ImageFolderDataModule(InMemoryDataModule):
             # Without a cache, setup() decodes; decoding here too would do it twice.
             class_to_idx = None
             for split in self._splits():
-                _images, _labels, classes = self._decode(split, class_to_idx)
+                classes = cache_split(
+                    self.root / split,
+                    class_to_idx=class_to_idx,
+                    image_size=image_size_pair(self.hparams.image_size),
+                    channels=self.hparams.channels,
+                    cache_dir=self.cache_dir,
+                )
                 class_to_idx = class_to_idx or {c: i for i, c in enumerate(classes)}
 
     def _ensure_folders(self) -> None:

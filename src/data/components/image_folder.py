@@ -147,9 +147,8 @@ def load_split_cached(
     """
     classes, samples = scan_split(folder, class_to_idx)
     key = fingerprint(folder, samples, extra=f"{image_size}|{channels}")
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"{Path(folder).name}-{key[:20]}.pt"
+    cache_file = _cache_file(folder, key, cache_dir)
+    if cache_file is not None:
         if cache_file.is_file():
             cached = torch.load(cache_file, weights_only=True)
             if cached.get("key") == key:
@@ -163,6 +162,31 @@ def load_split_cached(
             cache_file, {"key": key, "images": images, "labels": labels, "classes": classes}
         )
     return images, labels, classes
+
+
+def cache_split(
+    folder: str | Path,
+    class_to_idx: dict[str, int] | None = None,
+    image_size: tuple[int, int] | None = None,
+    channels: int = 3,
+    cache_dir: str | Path = ".decoded",
+) -> list[str]:
+    """Decode and cache one split unless its cache is current; return its class names.
+
+    Cheaper than :func:`load_split_cached` when the cache exists: nothing is loaded.
+    """
+    classes, samples = scan_split(folder, class_to_idx)
+    key = fingerprint(folder, samples, extra=f"{image_size}|{channels}")
+    if not _cache_file(folder, key, cache_dir).is_file():
+        load_split_cached(folder, class_to_idx, image_size, channels, cache_dir)
+    return classes
+
+
+def _cache_file(folder: str | Path, key: str, cache_dir: str | Path | None) -> Path | None:
+    """``<cache_dir>/<split>-<key prefix>.pt``, or ``None`` without a cache."""
+    if cache_dir is None:
+        return None
+    return Path(cache_dir) / f"{Path(folder).name}-{key[:20]}.pt"
 
 
 def _save_cache(cache_file: Path, content: dict) -> None:
