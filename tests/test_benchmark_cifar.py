@@ -43,6 +43,15 @@ def test_matrix_options_and_overrides() -> None:
     assert plan("--epochs", "2", "--experiments", "cifar100_cnn")[0][0].overrides == [
         "trainer.max_epochs=2"
     ]
+    jpeg = plan(
+        "--cifar10-jpeg", "/data/c10.tgz", "--archs", "cnn", "-D", "cifar10:data.image_size=32"
+    )
+    assert jpeg[0][0].overrides == [
+        "data=cifar10_jpeg",
+        "data.archive=/data/c10.tgz",
+        "data.image_size=32",
+    ]
+    assert jpeg[0][1].overrides == []  # cifar100 runs are untouched
     everything = [r.experiment for r in plan("--experiments", "all")[0]]
     assert "cifar100_cnn" in everything and len(everything) >= 8
     with pytest.raises(SystemExit):

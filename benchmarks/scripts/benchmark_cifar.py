@@ -13,9 +13,10 @@ Examples::
     python benchmarks/scripts/benchmark_cifar.py --quick --datasets cifar10 --archs cnn convnext
     python benchmarks/scripts/benchmark_cifar.py --experiments cifar100_cnn --epochs 3 --out /tmp/b
     python benchmarks/scripts/benchmark_cifar.py --dry-run -- trainer=gpu data.batch_size=512
-    # CIFAR-10 from the JPEG image-folder copy instead of the official download:
-    python benchmarks/scripts/benchmark_cifar.py --quick --datasets cifar10 \\
-        -D cifar10:data=cifar10_jpeg -D cifar10:data.archive=../shared/data/cifar10-jpeg.tgz
+    # CIFAR-10 from a JPEG image-folder copy instead of the official download (two equivalents):
+    python benchmarks/scripts/benchmark_cifar.py --quick --cifar10-jpeg ../shared/data/cifar10-jpeg.tgz
+    python benchmarks/scripts/benchmark_cifar.py --quick -D cifar10:data=cifar10_jpeg \\
+        -D cifar10:data.archive=../shared/data/cifar10-jpeg.tgz
 """
 
 import argparse
@@ -214,6 +215,8 @@ def plan(args: argparse.Namespace) -> tuple[list[Run], list[str]]:
                 else:
                     notes.append(f"{dataset} x {arch}: no experiment config, not run")
     per_dataset: dict[str, list[str]] = {}
+    if args.cifar10_jpeg:
+        per_dataset["cifar10"] = ["data=cifar10_jpeg", f"data.archive={quote(args.cifar10_jpeg)}"]
     for item in args.dataset_override:
         dataset, sep, override = item.partition(":")
         if not sep or dataset not in DATASETS:
@@ -571,6 +574,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=[],
         metavar="DATASET:OVERRIDE",
         help="an override for one dataset's runs, e.g. -D cifar10:data=cifar10_jpeg (repeatable)",
+    )
+    parser.add_argument(
+        "--cifar10-jpeg",
+        metavar="ARCHIVE",
+        help="CIFAR-10 runs read this image-folder .tgz (data=cifar10_jpeg), not the official files",
     )
     parser.add_argument(
         "--run-timeout", type=float, help="seconds before a run is stopped and recorded as failed"
