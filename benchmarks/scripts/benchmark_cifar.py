@@ -275,6 +275,14 @@ def git_commit() -> str:
         return "unknown"
 
 
+def headline(error: str, width: int = 300) -> str:
+    """The most telling line of a failure: the last exception line, else the status."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    exceptions = [line for line in lines if "Error" in line.split(":")[0] or "Exception" in line]
+    line = exceptions[-1] if exceptions else lines[0]
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     """A JSON file's content, or ``None`` if it is missing or unreadable."""
     try:
@@ -476,7 +484,7 @@ def write_report(
 ) -> None:
     """``report.md``: settings, the results table with the spec's expected ranges, plots, failures."""
     commits = sorted({r.get("git_commit") or "unknown" for r in results})
-    devices = sorted({r.get("device") or "-" for r in results})
+    devices = sorted({r["device"] for r in results if r.get("device")}) or ["-"]
     lines = [
         "# CIFAR benchmark report",
         "",
@@ -635,12 +643,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = finished(run, out)
             if result is None:
                 result = execute(run, out, commit, progress, args.run_timeout)
-                mark = "[green]ok[/green]" if result["status"] == "ok" else "[red]FAILED[/red]"
-                progress.console.print(
-                    f"{mark} {run.experiment}: test acc {_percent(result.get('test_acc'))}, "
-                    f"{result['wall_time_s']:.0f} s"
-                    + ("" if result["status"] == "ok" else f" ({result['error'].splitlines()[0]})")
-                )
+                if result["status"] == "ok":
+                    progress.console.print(
+                        f"[green]ok[/green] {run.experiment}: test acc "
+                        f"{_percent(result.get('test_acc'))}, {result['wall_time_s']:.0f} s"
+                    )
+                else:
+                    progress.console.print(
+                        f"[red]FAILED[/red] {run.experiment} after {result['wall_time_s']:.0f} s: "
+                        f"{headline(result['error'])}",
+                        markup=False,
+                    )
             else:
                 progress.console.print(f"[cyan]skipped[/cyan] {run.experiment}: finished before")
             results.append(result)

@@ -176,8 +176,16 @@ class ImageFolderDataModule(InMemoryDataModule):
                 class_to_idx = {c: i for i, c in enumerate(classes)}
                 self.class_names = classes
                 self.input_shape = tuple(images.shape[1:])
+            if split != "train":  # train is shuffled by the base's seeded split
+                order = self._seeded_order(len(labels))
+                images, labels = images[order], labels[order]
             self._loaded[split] = (images, labels)
         self.official_sizes = (len(self._loaded["train"][0]), len(self._loaded["test"][0]))
+
+    def _seeded_order(self, n: int) -> torch.Tensor:
+        """A seeded permutation for ``val/`` and ``test/``: folders list images class by class,
+        and partial evaluations (``limit_test_batches``) should still see every class."""
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.split_seed))
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, Labels]:
         """Decoded ``train/`` or ``test/`` as uint8 ``(N, C, H, W)`` and int64 labels."""
@@ -227,15 +235,14 @@ class ImageFolderDataModule(InMemoryDataModule):
         order = torch.randperm(len(train_aug), generator=generator).tolist()
         self.data_train = Subset(train_aug, order[:n_train])
         if self.has_val_folder:
-            self.data_val = self._folder("val", False)
+            val = self._folder("val", False)
+            self.data_val = Subset(val, self._seeded_order(len(val)).tolist())
         else:
             self.data_val = Subset(train_plain, order[n_train : n_train + n_val])
         test = self._folder("test", False)
-        if n_test < len(test):
-            test = Subset(test, torch.randperm(len(test), generator=generator)[:n_test].tolist())
-        self.data_test = test
+        self.data_test = Subset(test, self._seeded_order(len(test))[:n_test].tolist())
         if self.hparams.image_size is None:
-            self.input_shape = tuple(test[0][0].shape)
+            self.input_shape = tuple(self.data_test[0][0].shape)
         else:
             self.input_shape = (self.hparams.channels, *image_size_pair(self.hparams.image_size))
 
