@@ -1,0 +1,234 @@
+"""Markdown table of the architecture zoo: parameters, MNIST test accuracy and training speed.
+
+Every model config is composed through ``configs/train.yaml`` exactly as
+``python src/train.py model=<name>`` does, so the numbers belong to the configs users run. All
+models train with the same recipe (the shared ``classifier.yaml`` optimizer and schedule, the
+``data=mnist`` pipeline, one seed); extra Hydra overrides after ``--`` apply to every run.
+
+Examples::
+
+    python benchmarks/scripts/architecture_table.py --no-train --all     # parameter counts only
+    python benchmarks/scripts/architecture_table.py --epochs 3           # one model per family
+    python benchmarks/scripts/architecture_table.py --epochs 1 --configs mnist_cnn_8k \\
+        --limit-train-batches 50 --output benchmarks/results/architectures.md -- data.batch_size=256
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+
+#: One representative model per family, trained when no ``--configs`` are given.
+DEFAULT_CONFIGS = (
+    "mnist_sdn_68k",
+    "mnist_cnn_421k",
+    "mnist_efficientnet_210k",
+    "mnist_vit_210k",
+    "mnist_convnext_73k",
+)
+#: Family names by network class.
+FAMILIES = {
+    "SimpleDenseNet": "SimpleDenseNet",
+    "SimpleCNN": "SimpleCNN",
+    "SimpleEfficientNet": "EfficientNet",
+    "VisionTransformer": "ViT",
+    "ConvNeXtV2": "ConvNeXt-V2",
+}
+FAMILY_ORDER = list(FAMILIES.values())
+
+
+def all_model_configs() -> list[str]:
+    """Every model config except the shared base, sorted by name."""
+    return sorted(
+        p.stem for p in (ROOT / "configs" / "model").glob("*.yaml") if p.stem != "classifier"
+    )
+
+
+def compose(name: str, overrides: list[str]) -> Any:
+    """Compose ``train.yaml`` with ``model=<name>``, MNIST data and the extra overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        return hydra_compose("train", overrides=[f"model={name}", "data=mnist", *overrides])
+
+
+def count_parameters(module: Any) -> int:
+    """Trainable parameters of a module."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def describe(name: str, overrides: list[str]) -> dict[str, Any]:
+    """Build ``model=<name>`` and return its family, parameter count and intended input."""
+    from src.utils.instantiators import instantiate_model
+
+    model = instantiate_model(compose(name, overrides).model)
+    net = model.net
+    channels = getattr(net, "in_channels", 1)
+    size = getattr(net, "image_size", 28)
+    return {
+        "family": FAMILIES.get(type(net).__name__, type(net).__name__),
+        "config": name,
+        "params": count_parameters(net),
+        "input": f"{channels}x{size}x{size}",
+        "heads": model.heads,
+        "model": model,
+    }
+
+
+def train_and_test(
+    row: dict[str, Any], overrides: list[str], epochs: int, seed: int, limit_train_batches: float
+) -> dict[str, Any]:
+    """Train the row's model on MNIST; add test accuracy and training images per second."""
+    import hydra
+    import lightning as L
+    import torch
+    from lightning import Callback
+
+    class TrainStepTimer(Callback):
+        """Sum the wall time of training steps (forward, backward, optimizer) and count images."""
+
+        def __init__(self) -> None:
+            self.seconds, self.images, self.start = 0.0, 0, 0.0
+
+        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, idx: int) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(
+            self, trainer: Any, module: Any, out: Any, batch: Any, idx: int
+        ) -> None:
+            self.seconds += time.perf_counter() - self.start
+            self.images += len(batch[0])
+
+    cfg = compose(row["config"], overrides)
+    L.seed_everything(seed, workers=True)
+    data = hydra.utils.instantiate(cfg.data)
+    from src.utils.instantiators import instantiate_model
+
+    model = instantiate_model(cfg.model)  # fresh weights after seeding
+    timer = TrainStepTimer()
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator=cfg.trainer.get("accelerator", "auto"),
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_train_batches=limit_train_batches,
+        callbacks=[timer],
+    )
+    torch.set_float32_matmul_precision("high")
+    trainer.fit(model, datamodule=data)
+    (metrics,) = trainer.test(model, datamodule=data, verbose=False)
+    head = next(iter(row["heads"]))
+    key = "test/acc" if len(row["heads"]) == 1 else f"test/{head}_acc"
+    return {
+        **row,
+        "test_acc": metrics[key],
+        "epochs": epochs,
+        "images_per_s": timer.images / max(timer.seconds, 1e-9),
+        "device": str(trainer.strategy.root_device),
+    }
+
+
+def markdown(rows: list[dict[str, Any]], trained: bool) -> str:
+    """Render the rows as a Markdown table, grouped by family and sorted by size."""
+    rows = sorted(
+        rows,
+        key=lambda r: (
+            FAMILY_ORDER.index(r["family"]) if r["family"] in FAMILY_ORDER else 99,
+            r["params"],
+            r["config"],
+        ),
+    )
+    header = ["Family", "Config", "Parameters", "Input"]
+    if trained:
+        header += ["MNIST test acc", "Epochs", "Train img/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in rows:
+        cells = [r["family"], f"`{r['config']}`", f"{r['params']:,}", r["input"]]
+        if trained:
+            if "test_acc" in r:
+                cells += [
+                    f"{100 * r['test_acc']:.2f}%",
+                    str(r["epochs"]),
+                    f"{r['images_per_s']:,.0f}",
+                ]
+            else:
+                cells += [r.get("note", "-"), "-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """Command-line options; everything after ``--`` is a Hydra override for every run."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, overrides = argv[:cut], argv[cut + 1 :]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", help="model configs (default: one per family)")
+    parser.add_argument("--all", action="store_true", help="every model config")
+    parser.add_argument("--no-train", action="store_true", help="only count parameters (fast)")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs per model (3)")
+    parser.add_argument("--seed", type=int, default=12345, help="seed of every run (12345)")
+    parser.add_argument(
+        "--limit-train-batches",
+        type=float,
+        default=1.0,
+        help="fraction (<= 1) or number (> 1) of training batches per epoch (quick checks)",
+    )
+    parser.add_argument("--output", type=Path, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    if args.limit_train_batches > 1:
+        args.limit_train_batches = int(args.limit_train_batches)
+    return args, overrides
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Build the table, print it and optionally write it to ``--output``."""
+    args, overrides = parse_args(argv)
+    names = args.configs or (all_model_configs() if args.all else list(DEFAULT_CONFIGS))
+    rows = []
+    for name in names:
+        row = describe(name, overrides)
+        if not args.no_train:
+            if row["input"] != "1x28x28":
+                row["note"] = f"n/a ({row['input']} input)"
+            else:
+                print(f"training {name} for {args.epochs} epoch(s)...", file=sys.stderr, flush=True)
+                row = train_and_test(
+                    row, overrides, args.epochs, args.seed, args.limit_train_batches
+                )
+        row.pop("model", None)
+        rows.append(row)
+    table = markdown(rows, trained=not args.no_train)
+    if not args.no_train:
+        device = next((r["device"] for r in rows if "device" in r), "cpu")
+        limit = (
+            ""
+            if args.limit_train_batches == 1.0
+            else f", limit_train_batches={args.limit_train_batches}"
+        )
+        table += (
+            f"\n\nSame recipe for every model (classifier.yaml defaults, data=mnist, seed "
+            f"{args.seed}{limit}{', ' + ' '.join(overrides) if overrides else ''}); device: "
+            f"{device}; test accuracy of the final weights; img/s counts training steps only."
+        )
+    print(table)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(table + "\n")
+    return table
+
+
+if __name__ == "__main__":
+    main()
