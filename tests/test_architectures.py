@@ -329,3 +329,20 @@ def test_experiments_compose(experiment: str, model_config: str, epochs: int) ->
     if experiment == "vit_mnist_995":
         assert 189_000 <= count(model.net) <= 231_000
         assert model.criteria["label"].criterion.label_smoothing == 0.1
+
+
+def test_architecture_table_counts_parameters(tmp_path: Path) -> None:
+    """The docs table script (``--no-train``) reports the measured parameter counts."""
+    import importlib.util
+
+    path = CONFIG_DIR.parent / "benchmarks" / "scripts" / "architecture_table.py"
+    spec = importlib.util.spec_from_file_location("architecture_table", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "table.md"
+    table = script.main(
+        ["--no-train", "--configs", "mnist_cnn_421k", "mnist_convnext_73k", "--output", str(out)]
+    )
+    assert "| SimpleCNN | `mnist_cnn_421k` | 421,834 | 1x28x28 |" in table
+    assert "| ConvNeXt-V2 | `mnist_convnext_73k` | 73,402 | 1x28x28 |" in table
+    assert out.read_text().strip() == table

@@ -125,7 +125,9 @@ def train_and_test(
         callbacks=[timer],
     )
     torch.set_float32_matmul_precision("high")
+    started = time.perf_counter()
     trainer.fit(model, datamodule=data)
+    fit_seconds = time.perf_counter() - started
     (metrics,) = trainer.test(model, datamodule=data, verbose=False)
     head = next(iter(row["heads"]))
     key = "test/acc" if len(row["heads"]) == 1 else f"test/{head}_acc"
@@ -134,6 +136,7 @@ def train_and_test(
         "test_acc": metrics[key],
         "epochs": epochs,
         "images_per_s": timer.images / max(timer.seconds, 1e-9),
+        "fit_seconds": fit_seconds,
         "device": str(trainer.strategy.root_device),
     }
 
@@ -150,7 +153,7 @@ def markdown(rows: list[dict[str, Any]], trained: bool) -> str:
     )
     header = ["Family", "Config", "Parameters", "Input"]
     if trained:
-        header += ["MNIST test acc", "Epochs", "Train img/s"]
+        header += ["MNIST test acc", "Epochs", "Train img/s", "Fit time"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for r in rows:
         cells = [r["family"], f"`{r['config']}`", f"{r['params']:,}", r["input"]]
@@ -160,9 +163,10 @@ def markdown(rows: list[dict[str, Any]], trained: bool) -> str:
                     f"{100 * r['test_acc']:.2f}%",
                     str(r["epochs"]),
                     f"{r['images_per_s']:,.0f}",
+                    f"{r['fit_seconds']:.0f} s",
                 ]
             else:
-                cells += [r.get("note", "-"), "-", "-"]
+                cells += [r.get("note", "-"), "-", "-", "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -221,7 +225,7 @@ def main(argv: list[str] | None = None) -> str:
         table += (
             f"\n\nSame recipe for every model (classifier.yaml defaults, data=mnist, seed "
             f"{args.seed}{limit}{', ' + ' '.join(overrides) if overrides else ''}); device: "
-            f"{device}; test accuracy of the final weights; img/s counts training steps only."
+            f"{device}; test accuracy of the final weights; img/s counts training steps only; fit time includes validation."
         )
     print(table)
     if args.output:
