@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 comma := ,
-EXTRAS ?= dev,search,loggers
+EXTRAS ?= dev,search,loggers,cluster
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 TRAIN := $(PY) src/train.py
 ARGS ?=
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
-install i: $(STAMP) ## Create .venv and install the project (idempotent; EXTRAS=dev,search,loggers)
+install i: $(STAMP) ## Create .venv and install the project (idempotent; EXTRAS=dev,search,loggers,cluster)
 
 activate a: ## Show how to activate the environment
 	@echo "source $(VENV)/bin/activate"
