@@ -412,7 +412,7 @@ def write_plots(results: list[dict[str, Any]], out: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import EngFormatter, NullFormatter
+    from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
 
     ok = [r for r in results if r["status"] == "ok" and r.get("test_acc") is not None]
     colors = {d: f"C{i}" for i, d in enumerate(DATASETS)}
@@ -447,6 +447,7 @@ def write_plots(results: list[dict[str, Any]], out: Path) -> list[str]:
         if x_key == "parameters":
             ax.xaxis.set_major_formatter(EngFormatter())
             ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
         ax.set(xlabel=x_label, ylabel="test accuracy (%)", title=f"Test accuracy vs {x_label}")
         ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -467,6 +468,7 @@ def write_plots(results: list[dict[str, Any]], out: Path) -> list[str]:
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy per epoch")
     ax.grid(alpha=0.3)
     fig.tight_layout()
