@@ -305,6 +305,7 @@ def test_vit_995_data_augments_training_batches_only() -> None:
     expected = images.float() / 127.5 - 1
     torch.testing.assert_close(t(images, train=False), expected)
     assert not torch.allclose(t(images, train=True), expected)
+    assert not instantiate(cfg.data, augment=None).transform.augments  # null switches it off
 
 
 @pytest.mark.parametrize(

@@ -7,25 +7,28 @@ while training). Inputs are scaled to [-1, 1], the usual ViT input range.
 """
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from src.data.mnist_datamodule import MNISTDataModule
 
 #: Training augmentation of the recipe (keyword arguments of ``BatchTransform``).
-VIT_995_AUGMENT: dict[str, Any] = {"degrees": 10.0, "translate": 0.1, "scale": [0.9, 1.1]}
+VIT_995_AUGMENT: Mapping[str, Any] = MappingProxyType(
+    {"degrees": 10.0, "translate": 0.1, "scale": (0.9, 1.1)}
+)
 
 
 class MNISTViT995DataModule(MNISTDataModule):
     """MNIST for the ViT-995 recipe: [-1, 1] scaling and affine augmentation by default.
 
     Takes every argument of :class:`~src.data.mnist_datamodule.MNISTDataModule`; only the
-    defaults of ``normalize`` and ``augment`` differ (pass ``augment: {}`` to switch it off).
+    defaults of ``normalize`` and ``augment`` differ.
 
-    :param augment: Training augmentation; ``None`` uses :data:`VIT_995_AUGMENT`.
+    :param augment: Training augmentation (default :data:`VIT_995_AUGMENT`; ``None``: none).
     """
 
-    def __init__(self, augment: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(augment=dict(VIT_995_AUGMENT if augment is None else augment), **kwargs)
+    def __init__(self, augment: Mapping[str, Any] | None = VIT_995_AUGMENT, **kwargs: Any) -> None:
+        super().__init__(augment=dict(augment) if augment else None, **kwargs)
 
     def default_normalize(self) -> dict[str, list[float]]:
         """Scale [0, 1] pixels to [-1, 1]."""
