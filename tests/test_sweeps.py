@@ -5,6 +5,8 @@ pruning callback with a fake trainer; slow tests run ``src/train.py`` end to end
 """
 
 import math
+import multiprocessing
+import multiprocessing.synchronize
 import os
 import subprocess
 import sys
@@ -270,10 +272,72 @@ def test_trial_beyond_the_budget_is_not_run(tmp_path: Path) -> None:
     assert "budget" in trials[1].user_attrs["fail_reason"]
 
 
+def _formula_worker(
+    tmp_path: Path, worker: int, start: multiprocessing.synchronize.Barrier
+) -> None:
+    def slow_parabola(params: dict) -> float:
+        time.sleep(0.05)  # let the workers interleave
+        return parabola(params)
+
+    sampler = {"_target_": "optuna.samplers.RandomSampler", "seed": worker}
+    sweeper, _ = make_sweeper(tmp_path, slow_parabola, n_trials=8, n_jobs=2, sampler=sampler)
+    sweeper.config.hydra.sweep.dir = str(tmp_path / f"worker{worker}")
+    start.wait()
+    sweeper.sweep([])
+
+
+def assert_shared_study_is_consistent(study: optuna.Study, n_trials: int) -> None:
+    """Every trial number once, ``n_trials`` finished, nothing left running, none lost."""
+    trials = study.trials
+    assert [t.number for t in trials] == list(range(len(trials)))
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == n_trials
+    # anything else is a trial asked while the other worker took the last slot, never run
+    assert all("budget" in t.user_attrs["fail_reason"] for t in trials if t not in finished)
+    assert len({Path(t.user_attrs["output_dir"]).parent.name for t in finished}) == 2
+
+
+def test_two_worker_processes_share_one_study(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")  # the workers only need Optuna and SQLite
+    start = context.Barrier(2)
+    workers = [context.Process(target=_formula_worker, args=(tmp_path, i, start)) for i in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert_shared_study_is_consistent(load(tmp_path), n_trials=8)
+
+
 def test_existing_study_with_another_direction_is_refused(tmp_path: Path) -> None:
     make_sweeper(tmp_path, n_trials=1)[0].sweep([])
     with pytest.raises(HydraException, match="direction maximize, not minimize"):
         make_sweeper(tmp_path, direction="minimize")[0].sweep([])
+
+
+def test_sweep_report_writes_table_plots_and_markdown(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from benchmarks.scripts.sweep_report import main as sweep_report
+
+    def curve(params: dict) -> float:
+        return 1 - (float(params["x"]) - 2.0) ** 2 / 4
+
+    sweeper, _ = make_sweeper(tmp_path, curve, storage=None, n_trials=5)
+    sweeper.params["opt"] = "choice(adam, sgd)"
+    sweeper.sweep([])
+    report = sweep_report([str(tmp_path / "sweep")])  # found from the sweep folder alone
+    assert report == tmp_path / "sweep" / "report" / "report.md"
+    for image in ("history.png", "importances.png"):
+        assert (report.parent / image).stat().st_size > 1000
+    text = report.read_text()
+    best = optuna.load_study(
+        study_name="test", storage=f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}"
+    ).best_trial
+    assert f"best: trial {best.number}, objective = {best.value:.4f}" in text
+    assert "| `x` |" in text and "| `opt` |" in text  # importances of both parameters
+    table = capsys.readouterr().out
+    assert "Study test: maximize" in table and table.count("complete") == 5
 
 
 # ---------------------------------------------------------------- pruning callback
@@ -457,6 +521,7 @@ def test_optuna_search_with_pruning_end_to_end(tmp_path: Path) -> None:
             "hydra.sweeper.pruner=null",
             "hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, lower: 0.5}",
             "data.batch_size=32",
+            "++trainer.limit_train_batches=20",
             "trainer.max_epochs=3",
         ),
         cwd=tmp_path,
@@ -474,7 +539,7 @@ def test_optuna_search_with_pruning_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_resumed_study_runs_only_the_missing_trials(tmp_path: Path) -> None:
-    fast = ["trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    fast = ["trainer.max_epochs=1", "++trainer.limit_train_batches=2"]
     train_multirun(*optuna_run(tmp_path, "first", "hydra.sweeper.n_trials=2", *fast))
     train_multirun(*optuna_run(tmp_path, "resumed", "hydra.sweeper.n_trials=4", *fast))
     assert states(load(tmp_path)) == ["COMPLETE"] * 4
@@ -487,7 +552,7 @@ def test_resumed_study_runs_only_the_missing_trials(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(tmp_path: Path) -> None:
     """Two processes on one study: every trial number once, n_trials finished, none lost."""
-    fast = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "hydra.sweeper.n_trials=6"]
+    fast = ["trainer.max_epochs=1", "++trainer.limit_train_batches=2", "hydra.sweeper.n_trials=6"]
     command = [PYTHON, str(ROOT / "src" / "train.py"), "-m", *SMALL, *fast]
     workers = [
         subprocess.Popen(
@@ -501,11 +566,4 @@ def test_two_workers_share_one_sqlite_study(tmp_path: Path) -> None:
     ]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs[0][-3000:] + outputs[1][-3000:]
-    trials = load(tmp_path).trials
-    assert [t.number for t in trials] == list(range(len(trials)))
-    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == 6
-    # anything else is a trial asked while the other worker took the last slot, never run
-    assert all("budget" in t.user_attrs["fail_reason"] for t in trials if t not in finished)
-    workers_used = {Path(t.user_attrs["output_dir"]).parent.name for t in finished}
-    assert workers_used == {"worker0", "worker1"}
+    assert_shared_study_is_consistent(load(tmp_path), n_trials=6)

@@ -57,7 +57,7 @@ class OptunaSweeperImpl:
         max_failures: int | None,
         sampler: Any,
         pruner: Any,
-        params: dict[str, str] | None,
+        params: dict[str, Any] | None,
         heartbeat_interval: int,
         grace_period: int,
         sqlite_timeout: float,
@@ -194,6 +194,10 @@ class OptunaSweeperImpl:
                 f"Study '{study.study_name}' exists with direction {study.direction.name.lower()}, "
                 f"not {self.direction}: use another study_name or storage."
             )
+        # what the trials' values are, for reports (train.py returns `optimized_metric`)
+        objective = OmegaConf.select(self.config, "optimized_metric", default=None)
+        if objective and "objective" not in study.user_attrs:
+            study.set_user_attr("objective", str(objective))
         return study
 
     def _free_slots(self, study: optuna.Study) -> int:

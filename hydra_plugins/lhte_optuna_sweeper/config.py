@@ -35,8 +35,9 @@ class OptunaSweeperConf:
     sampler: Any = None
     # null: no pruning (optuna.pruners.NopPruner)
     pruner: Any = None
-    # search space in Hydra's sweep syntax: {key: "interval(1e-4, 1e-1)", key2: "choice(a, b)"}
-    params: dict[str, str] | None = None
+    # search space in Hydra's sweep syntax: {key: "interval(1e-4, 1e-1)", key2: "choice(a, b)"};
+    # untyped (not dict[str, str]) so that `params=null 'params={...}'` can replace it
+    params: Any = None
     # seconds between heartbeats of running trials, and after which a silent trial is stale
     # (its worker was killed): it is then marked FAIL and its parameters retried
     heartbeat_interval: int = 60

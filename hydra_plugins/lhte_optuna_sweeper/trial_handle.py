@@ -9,6 +9,8 @@ them back into a live :class:`optuna.Trial` on the shared storage, for ``trial.r
 from __future__ import annotations
 
 import os
+import random
+import time
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -32,17 +34,26 @@ def trial_env_overrides(storage_url: str, study_name: str, trial_id: int) -> lis
 
 
 def open_storage(
-    url: str, sqlite_timeout: float = 60.0, **kwargs: Any
+    url: str, sqlite_timeout: float = 60.0, attempts: int = 5, **kwargs: Any
 ) -> optuna.storages.RDBStorage:
     """An RDB storage for ``url``; SQLite waits up to ``sqlite_timeout`` s for other writers.
+
+    Optuna creates the tables of a new database without a lock, so workers starting together
+    on an empty database can collide ("table studies already exists"): retry a few times.
 
     :param kwargs: more :class:`optuna.storages.RDBStorage` arguments (heartbeat, callbacks).
     """
     import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     engine_kwargs = (
         {"connect_args": {"timeout": sqlite_timeout}} if url.startswith("sqlite") else {}
     )
+    for attempt in range(1, attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except (IntegrityError, OperationalError):
+            time.sleep(random.uniform(0.2, 1.0) * attempt)
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
 
 
