@@ -421,4 +421,4 @@ def test_every_head_beats_its_majority_baseline_on_real_mnist(tmp_path: Path) ->
     ).argmax(dim=1)
     digit_only = (by_digit[test_labels["digit"]] == test_labels["thickness"]).float().mean()
     assert metrics["test/thickness_acc"] > digit_only + 0.1, (metrics, digit_only)
-    assert metrics["test/digit_acc"] > 0.95
+    assert metrics["test/digit_acc"] > 0.9  # 96.5 % measured
