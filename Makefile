@@ -58,3 +58,112 @@ test-all ta test-full: install ## Run all tests, slow ones included
 # ---------------------------------------------------------------- training
 train tr train-sdn: install ## Train the default model (SimpleDenseNet on MNIST); ARGS="..." adds overrides
 	$(TRAIN) $(ARGS)
+
+trc train-cnn: install ## Train SimpleCNN (421K) on MNIST
+	$(TRAIN) model=mnist_cnn_421k $(ARGS)
+
+trcns train-convnext-small: install ## Train ConvNeXt-V2 small (~73K) on MNIST
+	$(TRAIN) model=mnist_convnext_73k $(ARGS)
+
+trcnm train-convnext-medium: install ## Train ConvNeXt-V2 medium (~288K) on MNIST
+	$(TRAIN) model=mnist_convnext_288k $(ARGS)
+
+trcnl train-convnext-large: install ## Train ConvNeXt-V2 large (~725K) on MNIST
+	$(TRAIN) model=mnist_convnext_725k $(ARGS)
+
+# ---------------------------------------------------------------- quick checks (1 epoch, 10 batches)
+QUICK := trainer.max_epochs=1 +trainer.limit_train_batches=10 +trainer.limit_val_batches=10 +trainer.limit_test_batches=10 extras.print_config=false
+
+tq train-quick: install ## Quick SimpleDenseNet run (1 epoch, 10 batches)
+	$(TRAIN) $(QUICK) $(ARGS)
+
+tqc train-quick-cnn: install ## Quick SimpleCNN run (1 epoch, 10 batches)
+	$(TRAIN) model=mnist_cnn_421k $(QUICK) $(ARGS)
+
+tqcn train-quick-convnext: install ## Quick ConvNeXt-V2 run (1 epoch, 10 batches)
+	$(TRAIN) model=mnist_convnext_73k $(QUICK) $(ARGS)
+
+tqa train-quick-all: install ## Quick runs of all architectures in one process (1 epoch, 10 batches each)
+	$(PY) benchmarks/scripts/architecture_table.py --configs mnist mnist_cnn_421k mnist_convnext_73k --epochs 1 --limit-train-batches 10 $(ARGS)
+
+ca compare-arch: install ## Compare architectures: 3 epochs each, then one table (params, test acc, time)
+	$(PY) benchmarks/scripts/architecture_table.py --configs mnist mnist_cnn_421k mnist_convnext_73k --epochs 3 $(ARGS)
+
+# ---------------------------------------------------------------- experiments
+example: install ## Run the example experiment (SimpleDenseNet, fixed seed)
+	$(TRAIN) experiment=example $(ARGS)
+
+ecm exp-cnn: install ## Experiment: SimpleCNN 421K on MNIST (>= 99% in 2 epochs)
+	$(TRAIN) experiment=cnn_mnist $(ARGS)
+
+evit exp-vit: install ## Experiment: Vision Transformer on MNIST
+	$(TRAIN) experiment=vit_mnist $(ARGS)
+
+evit995 exp-vit-995: install ## Experiment: ViT 210K SOTA recipe on MNIST (200 epochs, aims at 99.5%)
+	$(TRAIN) experiment=vit_mnist_995 $(ARGS)
+
+excn exp-convnext: install ## Experiment: ConvNeXt-V2 on MNIST
+	$(TRAIN) experiment=convnext_mnist $(ARGS)
+
+eeff exp-efficientnet: install ## Experiment: EfficientNet on MNIST
+	$(TRAIN) experiment=efficientnet_mnist $(ARGS)
+
+emhcm exp-multihead-cnn-mnist: install ## Experiment: multihead CNN on MNIST (digit, thickness, smoothness)
+	$(TRAIN) experiment=multihead_cnn_mnist $(ARGS)
+
+emhcc10 exp-multihead-cnn-cifar10: install ## Experiment: multihead CNN on CIFAR-10 (class, animal/vehicle)
+	$(TRAIN) experiment=multihead_cnn_cifar10 $(ARGS)
+
+emhc100 exp-multihead-cifar100: install ## Experiment: multihead CNN on CIFAR-100 (fine, coarse)
+	$(TRAIN) experiment=multihead_cifar100 $(ARGS)
+
+# ---------------------------------------------------------------- CIFAR benchmarks
+# Offline, use the JPEG copy: ARGS="data=cifar10_jpeg data.archive=../shared/data/cifar10-jpeg.tgz"
+# and SUITE_ARGS="--cifar10-jpeg ../shared/data/cifar10-jpeg.tgz".
+BENCH := $(PY) benchmarks/scripts/benchmark_cifar.py
+SUITE_ARGS ?=
+
+cb10c cifar10-cnn: install ## CIFAR-10 CNN benchmark (85-92% expected)
+	$(TRAIN) experiment=cifar10_benchmark_cnn $(ARGS)
+
+cb10cn cifar10-convnext: install ## CIFAR-10 ConvNeXt benchmark (90-95% expected)
+	$(TRAIN) experiment=cifar10_benchmark_convnext $(ARGS)
+
+cb10v cifar10-vit: install ## CIFAR-10 ViT benchmark (88-93% expected)
+	$(TRAIN) experiment=cifar10_benchmark_vit $(ARGS)
+
+cb10e cifar10-efficientnet: install ## CIFAR-10 EfficientNet benchmark (89-94% expected)
+	$(TRAIN) experiment=cifar10_benchmark_efficientnet $(ARGS)
+
+cb100c cifar100-cnn: install ## CIFAR-100 CNN benchmark (55-70% expected)
+	$(TRAIN) experiment=cifar100_benchmark_cnn $(ARGS)
+
+cb100cn cifar100-convnext: install ## CIFAR-100 ConvNeXt benchmark (70-80% expected)
+	$(TRAIN) experiment=cifar100_benchmark_convnext $(ARGS)
+
+cb100cc cifar100-coarse-cnn: install ## CIFAR-100 coarse (20 classes) CNN benchmark (75-85% expected)
+	$(TRAIN) experiment=cifar100_coarse_cnn $(ARGS)
+
+cbq10c cifar10-quick-cnn: install ## Quick CIFAR-10 CNN validation (5 epochs)
+	$(TRAIN) experiment=cifar10_benchmark_cnn trainer.max_epochs=5 $(ARGS)
+
+cbq10cn cifar10-quick-convnext: install ## Quick CIFAR-10 ConvNeXt validation (5 epochs)
+	$(TRAIN) experiment=cifar10_benchmark_convnext trainer.max_epochs=5 $(ARGS)
+
+cbq100c cifar100-quick-cnn: install ## Quick CIFAR-100 CNN validation (5 epochs)
+	$(TRAIN) experiment=cifar100_benchmark_cnn trainer.max_epochs=5 $(ARGS)
+
+cbqa cifar-quick-all: install ## All quick CIFAR validations (5 epochs each) with a report
+	$(BENCH) --quick --experiments cifar10_benchmark_cnn cifar10_benchmark_convnext cifar100_benchmark_cnn $(SUITE_ARGS)
+
+cbs benchmark-suite: install ## Automated CIFAR suite: every dataset x architecture, with a report
+	$(BENCH) $(SUITE_ARGS)
+
+cbs10 benchmark-cifar10: install ## All CIFAR-10 benchmarks, with a report
+	$(BENCH) --datasets cifar10 $(SUITE_ARGS)
+
+cbs100 benchmark-cifar100: install ## All CIFAR-100 benchmarks (fine and coarse), with a report
+	$(BENCH) --datasets cifar100 cifar100_coarse $(SUITE_ARGS)
+
+cbsa benchmark-all: install ## Complete CIFAR suite: every configs/experiment/cifar*.yaml
+	$(BENCH) --experiments all $(SUITE_ARGS)
