@@ -63,6 +63,9 @@ class ClassifierLitModule(LightningModule):
     :param primary_head: Head that ``val/acc_best`` follows (default: the first head).
     :param scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
     :param scheduler_monitor: Metric a ``ReduceLROnPlateau`` scheduler watches.
+    :param tta_flip: Test-time augmentation: outside training (validation, test, predict) the
+        logits are the mean of the network's logits for the images and their horizontal flips.
+        Only for data where a mirrored image keeps its label (CIFAR, not digits).
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class ClassifierLitModule(LightningModule):
         primary_head: str | None = None,
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
+        tta_flip: bool = False,
     ) -> None:
         super().__init__()
         # Only plain data goes into hparams so checkpoints load with weights_only=True.
@@ -148,11 +152,17 @@ class ClassifierLitModule(LightningModule):
         return self.net(x)
 
     def forward_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the network and always return ``{head: logits}``: the one place tensors become dicts."""
-        out = self(x)
-        if isinstance(out, torch.Tensor):
-            return {self.primary_head: out}
-        return out
+        """Run the network and always return ``{head: logits}``: the one place tensors become dicts.
+
+        With ``tta_flip`` and the module in eval mode, each head's logits are averaged over the
+        images and their horizontal flips (one forward pass on the doubled batch).
+        """
+        flip_views = self.hparams.get("tta_flip", False) and not self.training and x.ndim == 4
+        out = self(torch.cat([x, x.flip(-1)]) if flip_views else x)
+        heads = {self.primary_head: out} if isinstance(out, torch.Tensor) else out
+        if flip_views:
+            heads = {h: (y[: len(x)] + y[len(x) :]) / 2 for h, y in heads.items()}
+        return heads
 
     def targets_as_dict(
         self, y: torch.Tensor | Mapping[str, torch.Tensor]
