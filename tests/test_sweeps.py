@@ -260,6 +260,24 @@ def test_trial_of_a_killed_worker_is_failed_and_retried(tmp_path: Path) -> None:
     assert trials[1].system_attrs["failed_trial"] == 0
 
 
+def test_trial_failed_by_another_worker_meanwhile_is_left_alone(tmp_path: Path) -> None:
+    """If another worker took a trial for dead (a heartbeat too late), its late result is
+    dropped instead of crashing the sweep."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+
+    def failed_meanwhile(params: dict) -> float:
+        trial_id = int(params["hydra.job.env_set.LHTE_OPTUNA_TRIAL_ID"])
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        if len(launcher.jobs) == 1:
+            raise RuntimeError("late failure")
+        return 1.0
+
+    sweeper, launcher = make_sweeper(tmp_path, failed_meanwhile, n_trials=1, max_failures=3)
+    with pytest.raises(HydraException, match="3 trials failed"):
+        sweeper.sweep([])
+    assert states(load(tmp_path)) == ["FAIL"] * 3
+
+
 def test_trial_beyond_the_budget_is_not_run(tmp_path: Path) -> None:
     """Two workers asking for the last slot at once: the later trial is failed, not run."""
     sweeper, launcher = make_sweeper(tmp_path, n_trials=1)
@@ -502,6 +520,30 @@ def test_submitit_local_runs_a_two_job_multirun(tmp_path: Path) -> None:
     logs = sorted(tmp_path.glob("*/train.log"))
     assert len(logs) == 2 and all("Output dir" in p.read_text() for p in logs)
     assert len(list((tmp_path / ".submitit").glob("*/*_result.pkl"))) == 2
+
+
+@pytest.mark.slow
+def test_trials_launched_by_submitit_are_pruned_through_the_storage(tmp_path: Path) -> None:
+    """Two trials at once in submitit's own processes: each job reaches its trial through the
+    SQLite study, reports its first epoch and is pruned; the sweeper records them PRUNED."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    train_multirun(
+        *optuna_run(
+            tmp_path,
+            "search",
+            "hydra/launcher=submitit_local",
+            "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.pruner=null",  # prune every trial after its first epoch:
+            "hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, lower: 1.01}",
+            "++trainer.limit_train_batches=3",
+            "trainer.max_epochs=3",
+        )
+    )
+    trials = load(tmp_path).trials
+    assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
+    assert all(list(t.intermediate_values) == [0] for t in trials)
+    assert len(list((tmp_path / "search" / ".submitit").glob("*/*_result.pkl"))) == 2
 
 
 @pytest.mark.slow

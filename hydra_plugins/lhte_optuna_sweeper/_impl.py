@@ -229,8 +229,8 @@ class OptunaSweeperImpl:
             if sum(t.number < trial.number for t in holders) < self.n_trials:
                 kept.append(trial)
             else:
-                trial.set_user_attr("fail_reason", "not run: the budget was used by other workers")
-                study.tell(trial, state=TrialState.FAIL)
+                _note_reason(trial, "not run: the budget was used by other workers")
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         return kept
 
     def _job_overrides(
@@ -250,7 +250,8 @@ class OptunaSweeperImpl:
         if result.status != JobStatus.COMPLETED:
             error = result._return_value  # the job's exception (`return_value` re-raises it)
             if isinstance(error, optuna.TrialPruned):
-                study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+                if not _told(study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)):
+                    return False
                 log.info(f"Trial {trial.number} PRUNED: {error}")
                 return True
             return self._fail(study, trial, f"{type(error).__name__}: {error}")
@@ -261,7 +262,8 @@ class OptunaSweeperImpl:
         if not math.isfinite(value):
             reason = f"the task returned {result.return_value!r}, not a finite number"
             return self._fail(study, trial, f"{reason}: check `optimized_metric`.")
-        study.tell(trial, value, skip_if_finished=True)
+        if not _told(study.tell(trial, value, skip_if_finished=True), value):
+            return False
         best = study.best_trial
         log.info(
             f"Trial {trial.number} COMPLETE: {value:.6g} | best: trial {best.number} "
@@ -270,17 +272,16 @@ class OptunaSweeperImpl:
         return True
 
     def _fail(self, study: optuna.Study, trial: optuna.Trial, reason: str) -> bool:
-        trial.set_user_attr("fail_reason", reason[:2000])
-        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        if _note_reason(trial, reason[:2000]):
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         log.warning(f"Trial {trial.number} FAIL: {reason}")
         return False
 
     def _abandon(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
         """Fail interrupted trials and queue their parameters again, for a resume."""
         for trial in trials:
-            trial.set_user_attr("fail_reason", "interrupted")
-            frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            self._retry(study, frozen)
+            if _note_reason(trial, "interrupted"):
+                self._retry(study, study.tell(trial, state=TrialState.FAIL, skip_if_finished=True))
         log.warning(f"Interrupted: trials {[t.number for t in trials]} will be rerun on resume.")
 
     def _save_results(self, study: optuna.Study, sweep_dir: Path) -> None:
@@ -340,6 +341,27 @@ class _Heartbeat:
                     self.storage.record_heartbeat(trial_id)
                 except Exception as error:  # a busy database must not kill the sweep
                     log.debug(f"Heartbeat of trial id {trial_id} failed: {error}")
+
+
+def _told(frozen: optuna.trial.FrozenTrial, value: float | None = None) -> bool:
+    """False, with a warning, if ``tell`` found the trial already failed by another worker."""
+    if frozen.state == TrialState.FAIL:
+        log.warning(
+            f"Trial {frozen.number} was failed meanwhile by a worker that found its heartbeat "
+            f"late; its result ({value if value is not None else 'pruned'}) is dropped."
+        )
+        return False
+    return True
+
+
+def _note_reason(trial: optuna.Trial, reason: str) -> bool:
+    """Store why ``trial`` failed; False if it is already finished (another worker found it
+    silent, failed it and queued its retry: nothing left to do here)."""
+    try:
+        trial.set_user_attr("fail_reason", reason)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True
 
 
 def _build(obj: Any) -> Any:
