@@ -167,3 +167,25 @@ cbs100 benchmark-cifar100: install ## All CIFAR-100 benchmarks (fine and coarse)
 
 cbsa benchmark-all: install ## Complete CIFAR suite: every configs/experiment/cifar*.yaml
 	$(BENCH) --experiments all $(SUITE_ARGS)
+
+# ---------------------------------------------------------------- hyperparameter search
+sweep sw: install ## Optuna search, SimpleDenseNet on MNIST (TPE, pruning; see docs/search.md)
+	$(TRAIN) hparams_search=mnist_optuna $(ARGS)
+
+sweep-cnn swc: install ## Optuna search, SimpleCNN on MNIST
+	$(TRAIN) hparams_search=cnn_optuna $(ARGS)
+
+sweep-convnext swcn: install ## Optuna search, ConvNeXt-V2 on MNIST
+	$(TRAIN) hparams_search=convnext_optuna $(ARGS)
+
+sweep-vit swv: install ## Optuna search, ViT on MNIST
+	$(TRAIN) hparams_search=vit_optuna $(ARGS)
+
+sweep-efficientnet swe: install ## Optuna search, EfficientNet on MNIST
+	$(TRAIN) hparams_search=efficientnet_optuna $(ARGS)
+
+sweep-quick swq: install ## Quick check of a search (4 short trials)
+	$(TRAIN) hparams_search=mnist_optuna hydra.sweeper.n_trials=4 trainer.max_epochs=2 ++trainer.limit_train_batches=50 $(ARGS)
+
+sweep-report swr: install ## Table and plots of the latest search (or SWEEP=<multirun folder>)
+	$(PY) benchmarks/scripts/sweep_report.py $${SWEEP:-$$(ls -td logs/train/multiruns/*/ | head -1)}

@@ -39,7 +39,10 @@ def task_wrapper(task_func: Callable) -> Callable:
         try:
             metric_dict, object_dict = task_func(cfg=cfg)
         except Exception as ex:
-            log.exception("")
+            if type(ex).__name__ == "TrialPruned":  # an Optuna decision, not a failure
+                log.info(f"Trial pruned: {ex}")
+            else:
+                log.exception("")
             raise ex
         finally:
             log.info(f"Output dir: {cfg.paths.output_dir}")
