@@ -541,7 +541,7 @@ def render_table(report: dict[str, Any]) -> None:
             f"{t['peak_mib']:,.0f}",
             f"{p['peak_mib']:,.0f}",
         )
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 220).print(table)
     load = report["machine"]["load_average"]
     print(f"load average at start {report['load_start']}, at end {load}")
 
