@@ -189,3 +189,16 @@ sweep-quick swq: install ## Quick check of a search (4 short trials)
 
 sweep-report swr: install ## Table and plots of the latest search (or SWEEP=<multirun folder>)
 	$(PY) benchmarks/scripts/sweep_report.py $${SWEEP:-$$(ls -td logs/train/multiruns/*/ | head -1)}
+
+# ---------------------------------------------------------------- speed
+bench-speed bs: install ## Speed benchmark: template vs plain PyTorch loop (img/s, time to accuracy, memory)
+	$(PY) benchmarks/scripts/benchmark_speed.py --channels-last --json benchmarks/results/speed.json $(ARGS)
+
+bench-speed-quick bsq: install ## Speed benchmark, throughput only (a few minutes)
+	$(PY) benchmarks/scripts/benchmark_speed.py --channels-last --steps 20 --warmup 5 --no-accuracy $(ARGS)
+
+speedrun sr: install ## MNIST speedrun: 99% test accuracy as fast as possible
+	$(TRAIN) experiment=mnist_speedrun $(ARGS)
+
+speedrun-cifar10 sr10: install ## CIFAR-10 airbench-style speedrun aiming at 94% (needs a GPU)
+	$(TRAIN) experiment=cifar10_speedrun trainer=gpu $(ARGS)
