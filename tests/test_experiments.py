@@ -42,6 +42,7 @@ def test_experiment_fast_dev_run(experiment: str, tmp_path: Path) -> None:
         cfg.trainer.devices = 1
         cfg.trainer.pop("strategy", None)
         cfg.model.compile = False  # compilation is tested once in test_architectures
+        cfg.trainer.precision = 32  # bf16 is emulated (slow) on CPUs without native support
     HydraConfig().set_config(cfg)
     metrics, _ = train(cfg)
     assert any(k.startswith("test/") for k in metrics), metrics
