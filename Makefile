@@ -84,7 +84,7 @@ tqcn train-quick-convnext: install ## Quick ConvNeXt-V2 run (1 epoch, 10 batches
 	$(TRAIN) model=mnist_convnext_73k $(QUICK) $(ARGS)
 
 tqa train-quick-all: install ## Quick runs of all architectures in one process (1 epoch, 10 batches each)
-	$(PY) benchmarks/scripts/architecture_table.py --configs mnist mnist_cnn_421k mnist_convnext_73k --epochs 1 --limit-train-batches 10 $(ARGS)
+	$(TRAIN) -m model=mnist,mnist_cnn_421k,mnist_convnext_73k $(QUICK) $(ARGS)
 
 ca compare-arch: install ## Compare architectures: 3 epochs each, then one table (params, test acc, time)
 	$(PY) benchmarks/scripts/architecture_table.py --configs mnist mnist_cnn_421k mnist_convnext_73k --epochs 3 $(ARGS)
