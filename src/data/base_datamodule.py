@@ -20,7 +20,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from src.data.components.memory import InMemoryImages, Labels, index_labels, keep_batch
-from src.data.components.transforms import BatchTransform, per_sample_transform
+from src.data.components.transforms import BatchTransform
 from src.utils.plain_data import make_plain
 
 
@@ -145,18 +145,7 @@ class InMemoryDataModule(LightningDataModule):
 
     def per_sample_dataset(self, data: InMemoryImages, train: bool) -> Dataset:
         """Dataset for the per-sample pipeline; by default the same images with v2 transforms."""
-        t = self.transform
-        transform = per_sample_transform(
-            mean=t.mean.flatten().tolist(),
-            std=t.std.flatten().tolist(),
-            crop_padding=t.crop_padding,
-            hflip=t.hflip,
-            degrees=t.degrees,
-            translate=t.translate,
-            scale=t.scale,
-            train=train,
-        )
-        return InMemoryImages(data.images, data.labels, transform=transform)
+        return InMemoryImages(data.images, data.labels, transform=self.transform.per_sample(train))
 
     # ------------------------------------------------------------- dataloaders
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:

@@ -30,7 +30,6 @@ from src.data.components.image_folder import (
     scan_split,
 )
 from src.data.components.memory import InMemoryImages, Labels
-from src.data.components.transforms import per_sample_transform
 
 
 class ImageFolderDataModule(InMemoryDataModule):
@@ -197,22 +196,10 @@ class ImageFolderDataModule(InMemoryDataModule):
     # ------------------------------------------------------------ lazy pipeline
     def _sample_transform(self, train: bool) -> v2.Compose:
         """Resize (if configured) then the same augmentation/normalization as the batch path."""
-        t = self.transform
         ops = []
         if self.hparams.image_size is not None:
             ops.append(v2.Resize(list(image_size_pair(self.hparams.image_size)), antialias=True))
-        ops.append(
-            per_sample_transform(
-                mean=t.mean.flatten().tolist(),
-                std=t.std.flatten().tolist(),
-                crop_padding=t.crop_padding,
-                hflip=t.hflip,
-                degrees=t.degrees,
-                translate=t.translate,
-                scale=t.scale,
-                train=train,
-            )
-        )
+        ops.append(self.transform.per_sample(train))
         return v2.Compose(ops)
 
     def _folder(self, split: str, train: bool) -> ImageFolder:

@@ -91,6 +91,19 @@ class BatchTransform(nn.Module):
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
+    def per_sample(self, train: bool) -> v2.Compose:
+        """The torchvision v2 per-sample equivalent of this transform (uint8 CHW input)."""
+        return per_sample_transform(
+            mean=self.mean.flatten().tolist(),
+            std=self.std.flatten().tolist(),
+            crop_padding=self.crop_padding,
+            hflip=self.hflip,
+            degrees=self.degrees,
+            translate=self.translate,
+            scale=self.scale,
+            train=train,
+        )
+
     def forward(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
         """Normalize a uint8 batch; with ``train=True`` apply the configured augmentation first."""
         if train and self.crop_padding:
