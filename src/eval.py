@@ -18,6 +18,7 @@ from src.utils import (  # noqa: E402
     log_hyperparameters,
     task_wrapper,
 )
+from src.utils.checks import check_model_matches_data  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
 
@@ -37,6 +38,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model: LightningModule = instantiate_model(cfg.model)
+    check_model_matches_data(model, datamodule)  # fail now, not mid-run
 
     log.info("Instantiating loggers...")
     logger: list[Logger] = instantiate_loggers(cfg.get("logger"))

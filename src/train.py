@@ -24,6 +24,7 @@ from src.utils import (  # noqa: E402
     log_hyperparameters,
     task_wrapper,
 )
+from src.utils.checks import check_model_matches_data  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
 
@@ -43,6 +44,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model: LightningModule = instantiate_model(cfg.model)
+    check_model_matches_data(model, datamodule)  # fail now, not mid-run
 
     log.info("Instantiating callbacks...")
     callbacks: list[Callback] = instantiate_callbacks(cfg.get("callbacks"))

@@ -4,8 +4,13 @@ Classification networks return raw logits and integer targets. Most losses take 
 (CrossEntropyLoss, MultiMarginLoss), but some want log-probabilities (NLLLoss, KLDivLoss),
 probabilities (MSELoss, L1Loss, BCELoss, ...) or one-hot float targets. :class:`ClassificationLoss`
 wraps a criterion and converts logits and targets once, so every loss works from the config.
+
+Losses that need targets of another form (pairs of embeddings, triplets, sequences, multi-label
+index lists, ...) cannot be adapted: :class:`ClassificationLoss` rejects them when it is built,
+by name and by a dry run on a tiny batch, with a message listing the supported forms.
 """
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +43,31 @@ _ONE_HOT_TARGET: tuple[type[nn.Module], ...] = (
 )
 # Constructor arguments that must be tensors but arrive from YAML as lists.
 _TENSOR_ARGS = ("weight", "pos_weight")
+# Losses whose targets have another form than one class per image: why each cannot be adapted.
+_UNSUPPORTED: dict[type[nn.Module], str] = {
+    nn.CosineEmbeddingLoss: "compares pairs of embeddings with +1/-1 targets",
+    nn.TripletMarginLoss: "takes (anchor, positive, negative) embedding triplets",
+    nn.TripletMarginWithDistanceLoss: "takes (anchor, positive, negative) embedding triplets",
+    nn.MarginRankingLoss: "ranks pairs of scores with +1/-1 targets",
+    nn.HingeEmbeddingLoss: "takes distances with +1/-1 targets",
+    nn.SoftMarginLoss: "takes +1/-1 targets of the prediction's shape",
+    nn.CTCLoss: "aligns sequences (log-probabilities over time and target sequences)",
+    nn.MultiLabelMarginLoss: "takes lists of target class indices padded with -1 (multi-label)",
+    nn.GaussianNLLLoss: "needs a predicted variance",
+    nn.PoissonNLLLoss: "takes counts, not classes",
+}
+SUPPORTED_FORMS = (
+    "logits + class indices (CrossEntropyLoss, MultiMarginLoss); "
+    "log-probabilities + class indices (NLLLoss); "
+    "log-probabilities + one-hot (KLDivLoss); "
+    "probabilities + one-hot (MSELoss, L1Loss, SmoothL1Loss, HuberLoss, BCELoss); "
+    "logits + one-hot (BCEWithLogitsLoss, MultiLabelSoftMarginLoss); "
+    "or a custom module called as loss(logits (B, C), class indices (B,)) -> scalar"
+)
+
+
+class UnsupportedLossError(ValueError):
+    """The loss cannot be fed logits and one class index per image."""
 
 
 class ClassificationLoss(nn.Module):
@@ -54,6 +84,44 @@ class ClassificationLoss(nn.Module):
             (form for cls, form in _PREDICTION_FORM.items() if issubclass(kind, cls)), "logits"
         )
         self.one_hot_target = issubclass(kind, _ONE_HOT_TARGET)
+        self._dry_run()
+
+    def _dry_run(self) -> None:
+        """Reject losses that need other targets now, not at the first training step."""
+        kind = type(self.criterion)
+        reason = next((why for cls, why in _UNSUPPORTED.items() if issubclass(kind, cls)), None)
+        if reason is not None:
+            raise UnsupportedLossError(
+                f"{kind.__name__} {reason}, so it cannot train a classifier from one class "
+                f"index per image. Supported loss forms: {SUPPORTED_FORMS}."
+            )
+        # Class count from a per-class weight if there is one; batch size != classes, so a
+        # loss that wrongly broadcasts (B,) targets against (B, C) logits fails here.
+        weight = next(
+            (w for w in (getattr(self.criterion, a, None) for a in _TENSOR_ARGS) if w is not None),
+            None,
+        )
+        classes = int(weight.numel()) if isinstance(weight, torch.Tensor) and weight.ndim else 3
+        # Fixed values: drawing random ones would shift the seeded global RNG.
+        logits = torch.linspace(-2.0, 2.0, (classes + 1) * classes).reshape(classes + 1, classes)
+        target = torch.arange(classes + 1) % classes
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. KLDivLoss's reduction advice, seen later
+                loss = self(logits, target)
+        except Exception as err:  # noqa: BLE001 - any failure means the loss does not fit
+            raise UnsupportedLossError(
+                f"{self.criterion!r} fails on classification logits {tuple(logits.shape)} with "
+                f"class-index targets {tuple(target.shape)} ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}). Supported loss forms: "
+                f"{SUPPORTED_FORMS}."
+            ) from err
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise UnsupportedLossError(
+                f"{self.criterion!r} returns {shape}, not one number per batch; use "
+                "reduction='mean' (or 'sum'/'batchmean'), not 'none'."
+            )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Convert predictions and targets to the criterion's expected form and apply it."""
