@@ -96,19 +96,3 @@ def test_old_config_without_criterion(cfg_train: DictConfig) -> None:
         del cfg_train.model.criterion
     metrics = run(cfg_train, **{"trainer.fast_dev_run": True})
     assert "test/acc" in metrics
-
-
-@pytest.mark.slow
-def test_ddp_sim(cfg_train: DictConfig, tmp_path: Path) -> None:
-    """Two CPU processes (gloo) train and test; rank 0 writes the checkpoints."""
-    from tests.conftest import _tune_for_tests, compose_config
-
-    cfg = compose_config(
-        "train.yaml", ["trainer=ddp_sim", "data.train_val_test_split=[2000,500,1000]"]
-    )
-    _tune_for_tests(cfg, tmp_path)
-    with open_dict(cfg):
-        cfg.trainer.devices = 2
-    metrics = run(cfg, seed=0)
-    assert metrics["test/acc"] > 0.5
-    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
