@@ -5,14 +5,14 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 comma := ,
-EXTRAS ?= dev,search,loggers,cluster
+EXTRAS ?= dev,search,loggers,cluster,export
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 TRAIN := $(PY) src/train.py
 ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help h install i clean c clean-logs cl format f sync s test t test-all ta test-full \
-	train train-sdn tr activate a deactivate d
+	train train-sdn tr activate a deactivate d predict pr export ex
 
 help h: ## Show every target with its description
 	@grep -hE '^[a-zA-Z0-9_. -]+:.*## ' $(MAKEFILE_LIST) | \
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
-install i: $(STAMP) ## Create .venv and install the project (idempotent; EXTRAS=dev,search,loggers,cluster)
+install i: $(STAMP) ## Create .venv and install the project (idempotent; EXTRAS=dev,search,loggers,cluster,export)
 
 activate a: ## Show how to activate the environment
 	@echo "source $(VENV)/bin/activate"
@@ -70,6 +70,13 @@ trcnm train-convnext-medium: install ## Train ConvNeXt-V2 medium (~288K) on MNIS
 
 trcnl train-convnext-large: install ## Train ConvNeXt-V2 large (~725K) on MNIST
 	$(TRAIN) model=mnist_convnext_725k $(ARGS)
+
+# ---------------------------------------------------------------- predict and export
+predict pr: install ## Predict with a checkpoint: ARGS="ckpt_path=<file.ckpt> input=<image|folder|split:test>"
+	$(PY) src/predict.py $(ARGS)
+
+ex export: install ## Export a checkpoint: ARGS="ckpt_path=<file.ckpt> format=onnx|torch_export"
+	$(PY) src/export.py $(ARGS)
 
 # ---------------------------------------------------------------- quick checks (1 epoch, 10 batches)
 QUICK := trainer.max_epochs=1 +trainer.limit_train_batches=10 +trainer.limit_val_batches=10 +trainer.limit_test_batches=10 extras.print_config=false

@@ -19,10 +19,13 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from src.models.components.heads import MultiHead
 from src.models.components.losses import ClassificationLoss, instantiate_criterion
-from src.utils.plain_data import make_plain
+from src.utils.plain_data import make_plain, to_plain
 
 STAGES = ("train", "val", "test")
 Batch = tuple[torch.Tensor, torch.Tensor | dict[str, torch.Tensor]]
+#: Key of the checkpoint entry that lets predict/export rebuild the model without the config.
+METADATA_KEY = "lhte"
+METADATA_VERSION = 1
 
 
 def infer_heads(net: nn.Module, num_classes: int | None = None) -> dict[str, int]:
@@ -46,6 +49,37 @@ def infer_heads(net: nn.Module, num_classes: int | None = None) -> dict[str, int
             "pass model.num_classes=<N> in the config."
         )
     return {"label": int(num_classes)}
+
+
+def head_class_names(datamodule: Any, heads: Mapping[str, int]) -> dict[str, list[str]]:
+    """``{head: class names}`` for ``heads``, from whatever the datamodule knows.
+
+    A datamodule may expose ``label_names`` (``{dataset head: names}``, as the CIFAR ones do);
+    the primary head can also use ``class_names``. A head whose names are unknown or of the wrong
+    length gets ``"0" ... "n-1"``.
+    """
+    known = dict(getattr(datamodule, "label_names", None) or {})
+    primary = list(getattr(datamodule, "class_names", None) or [])
+    names = {}
+    for i, (head, n) in enumerate(heads.items()):
+        candidates = [list(known.get(head) or []), primary if i == 0 else []]
+        found = next((c for c in candidates if len(c) == n), None)
+        names[head] = [str(c) for c in found] if found else [str(k) for k in range(n)]
+    return names
+
+
+def datamodule_normalization(datamodule: Any) -> dict[str, list[float]] | None:
+    """``{mean, std}`` (per channel, of [0, 1] images) the datamodule normalizes inputs with."""
+    hparams = getattr(datamodule, "hparams", None) or {}
+    normalize = hparams.get("normalize") if hasattr(hparams, "get") else None
+    if not normalize and callable(getattr(datamodule, "default_normalize", None)):
+        normalize = datamodule.default_normalize()
+    if normalize:
+        return {k: [float(v) for v in normalize[k]] for k in ("mean", "std")}
+    transform = getattr(datamodule, "transform", None)
+    if transform is not None and hasattr(transform, "mean") and hasattr(transform, "std"):
+        return {k: [float(v) for v in getattr(transform, k).flatten()] for k in ("mean", "std")}
+    return None
 
 
 class ClassifierLitModule(LightningModule):
@@ -129,6 +163,13 @@ class ClassifierLitModule(LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # resumed runs keep their best accuracy
 
+        #: Plain ``cfg.model`` (set by :func:`~src.utils.instantiators.instantiate_model`);
+        #: saved in checkpoints so the module can be rebuilt without the training config.
+        self.model_config: dict[str, Any] | None = None
+        #: The metadata of the checkpoint this module was loaded from, if any.
+        self.checkpoint_metadata: dict[str, Any] | None = None
+        self._input_shape: list[int] | None = None  # (C, H, W) of the last batch seen
+
     # ----------------------------------------------------------------- naming
     def _check_head_names(self, what: str, names: Any) -> None:
         unknown = [n for n in names if n not in self.heads]
@@ -189,13 +230,14 @@ class ClassifierLitModule(LightningModule):
     def model_step(self, batch: Batch) -> tuple[torch.Tensor, dict, dict, dict]:
         """Compute ``(total_loss, per_head_losses, per_head_logits, per_head_targets)``."""
         x, y = batch
+        self._input_shape = list(x.shape[1:])
         logits = self.forward_heads(x)
         targets = self.targets_as_dict(y)
         losses = {h: self.criteria[h](logits[h], targets[h]) for h in self.heads}
         total = sum(self.loss_weights[h] * losses[h] for h in self.heads)
         return total, losses, logits, targets
 
-    def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: Batch, stage: str) -> tuple[torch.Tensor, dict, dict]:
         total, losses, logits, targets = self.model_step(batch)
         # Metric objects accumulate on device and are computed once per epoch: no per-step sync.
         log = dict(on_step=False, on_epoch=True, sync_dist=False)
@@ -208,19 +250,21 @@ class ClassifierLitModule(LightningModule):
             if self.multihead:
                 self.losses[f"{stage}_{h}"](losses[h].detach())
                 self.log(self.metric_name(stage, h, "loss"), self.losses[f"{stage}_{h}"], **log)
-        return total
+        return total, logits, targets
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """Weighted loss over all heads for one training batch."""
-        return self._shared_step(batch, "train")
+        return self._shared_step(batch, "train")[0]
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Accumulate validation loss and accuracy."""
         self._shared_step(batch, "val")
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        """Accumulate test loss and accuracy."""
-        self._shared_step(batch, "test")
+    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, dict[str, torch.Tensor]]:
+        """Accumulate test loss and accuracy; return ``{logits, targets}`` (per head) for
+        callbacks such as :class:`~src.callbacks.test_figures.TestFiguresCallback`."""
+        _, logits, targets = self._shared_step(batch, "test")
+        return {"logits": {h: v.detach() for h, v in logits.items()}, "targets": targets}
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         """Return class probabilities per head."""
@@ -234,6 +278,54 @@ class ClassifierLitModule(LightningModule):
         acc = self.metrics[f"val_{self.primary_head}"].compute()
         self.val_acc_best(acc)
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    # ------------------------------------------------------------ checkpoints
+    def metadata(self) -> dict[str, Any]:
+        """What predict/export need without the training config, as plain data.
+
+        ``{version, model, heads, class_names, normalize, input_shape, data}``: the model config,
+        ``{head: num_classes}``, ``{head: [names]}``, ``{mean, std}`` of the inputs, ``[C, H, W]``
+        and the datamodule's class path and arguments. Taken from the attached datamodule when
+        there is one, else from the checkpoint this module was loaded from.
+        """
+        previous = dict(self.checkpoint_metadata or {})
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        meta: dict[str, Any] = {
+            "version": METADATA_VERSION,
+            "model": self.model_config or previous.get("model"),
+            "heads": dict(self.heads),
+        }
+        if datamodule is not None:
+            shape = self._input_shape or list(getattr(datamodule, "input_shape", []) or [])
+            data_cls = type(datamodule)
+            meta |= {
+                "class_names": head_class_names(datamodule, self.heads),
+                "normalize": datamodule_normalization(datamodule),
+                "input_shape": [int(s) for s in shape] or None,
+                "data": {
+                    "_target_": f"{data_cls.__module__}.{data_cls.__qualname__}",
+                    **to_plain(dict(getattr(datamodule, "hparams", {}))),
+                },
+            }
+        else:
+            meta |= {
+                "class_names": previous.get("class_names") or head_class_names(None, self.heads),
+                "normalize": previous.get("normalize"),
+                "input_shape": previous.get("input_shape") or self._input_shape,
+                "data": previous.get("data"),
+            }
+        return to_plain(meta)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store :meth:`metadata` under :data:`METADATA_KEY`."""
+        checkpoint[METADATA_KEY] = self.metadata()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the checkpoint's metadata (re-saved when no datamodule is attached)."""
+        self.checkpoint_metadata = checkpoint.get(METADATA_KEY)
+        if self.model_config is None and self.checkpoint_metadata:
+            self.model_config = self.checkpoint_metadata.get("model")
 
     # ------------------------------------------------------------ optimizers
     def setup(self, stage: str) -> None:

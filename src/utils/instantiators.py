@@ -1,12 +1,19 @@
-"""Build callbacks, loggers and the model from their configs."""
+"""Build callbacks, loggers and the model from their configs, or the model from a checkpoint."""
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
 
 import hydra
+import torch
 from lightning import Callback, LightningModule
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from src.models.components.losses import instantiate_criterion
 from src.utils import pylogger
+from src.utils.plain_data import to_plain
 
 log = pylogger.RankedLogger(__name__, rank_zero_only=True)
 
@@ -48,4 +55,89 @@ def instantiate_model(model_cfg: DictConfig) -> LightningModule:
         losses["criteria"] = {h: instantiate_criterion(c) for h, c in model_cfg.criteria.items()}
     rest = OmegaConf.masked_copy(model_cfg, [k for k in model_cfg if k not in losses])
     model = hydra.utils.instantiate(rest, **losses)
+    if hasattr(model, "model_config"):
+        # Resolved plain config: saved in checkpoints so predict/export can rebuild the model.
+        model.model_config = to_plain(model_cfg)
     return model
+
+
+#: Modules a checkpoint's stored config may instantiate from; anything else is refused, so a
+#: crafted checkpoint cannot run arbitrary callables although it loads with weights_only=True.
+TRUSTED_TARGET_PREFIXES = ("src.", "torch.nn.", "torch.optim.", "timm.")
+
+
+def check_trusted_targets(config: Any, where: str) -> None:
+    """Raise if any ``_target_`` in ``config`` lies outside :data:`TRUSTED_TARGET_PREFIXES`."""
+    if isinstance(config, dict):
+        target = config.get("_target_")
+        if target is not None and not str(target).startswith(TRUSTED_TARGET_PREFIXES):
+            raise ValueError(
+                f"{where} asks to instantiate {target!r}; only classes from "
+                f"{list(TRUSTED_TARGET_PREFIXES)} are built from a checkpoint."
+            )
+        for value in config.values():
+            check_trusted_targets(value, where)
+    elif isinstance(config, list):
+        for value in config:
+            check_trusted_targets(value, where)
+
+
+def _no_downloads(config: Any) -> Any:
+    """Copy of a model config with every ``pretrained`` flag off: the checkpoint has the weights,
+    and rebuilding must never fetch anything from the network."""
+    if isinstance(config, dict):
+        return {k: False if k == "pretrained" else _no_downloads(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_no_downloads(v) for v in config]
+    return config
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with clear errors for a wrong or unsafe file."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"ckpt_path={str(path)!r} {what}; pass a .ckpt file.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(
+            f"ckpt_path={str(path)!r} is not a readable checkpoint (truncated, corrupted, "
+            f"another file type, or holding objects other than plain data): {err}"
+        ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"ckpt_path={str(path)!r} is not a Lightning checkpoint (no state_dict).")
+    return checkpoint
+
+
+def load_model_from_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[LightningModule, dict[str, Any]]:
+    """Rebuild a trained module from a checkpoint alone, without the training config.
+
+    The checkpoint must hold the ``lhte`` metadata that
+    :meth:`~src.models.classifier_module.ClassifierLitModule.on_save_checkpoint` writes.
+
+    :param path: A ``.ckpt`` file written by ``src/train.py``.
+    :param map_location: Device the module is moved to.
+    :return: ``(module in eval mode, metadata)``; metadata holds ``model`` (the config),
+        ``heads`` ``{head: num_classes}``, ``class_names`` ``{head: [names]}``, ``normalize``
+        ``{mean, std}``, ``input_shape`` ``[C, H, W]`` and ``data`` (the datamodule config).
+    """
+    from src.models.classifier_module import METADATA_KEY  # here: models import utils
+
+    checkpoint = read_checkpoint(path)
+    metadata = checkpoint.get(METADATA_KEY)
+    if not metadata or not metadata.get("model"):
+        raise ValueError(
+            f"{path} has no '{METADATA_KEY}' metadata (written before it existed, or not by "
+            "src/train.py); test it with src/eval.py and its training config instead."
+        )
+    check_trusted_targets(metadata["model"], f"The model config stored in {path}")
+    model_cfg = OmegaConf.create(_no_downloads(metadata["model"]))
+    if "compile" in model_cfg:
+        model_cfg.compile = False  # inference runs the eager module
+    module = instantiate_model(model_cfg)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.checkpoint_metadata = metadata
+    return module.to(map_location).eval(), metadata
