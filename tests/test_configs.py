@@ -76,3 +76,33 @@ def test_default_accelerator_is_automatic(cfg_train: DictConfig) -> None:
 def test_unknown_config_name_is_a_clear_error() -> None:
     with pytest.raises(Exception, match="model=no_such_model|no_such_model"):
         compose_config("train.yaml", ["model=no_such_model"])
+
+
+@pytest.mark.parametrize(
+    ("choice", "target", "interval"),
+    [
+        ("plateau", "torch.optim.lr_scheduler.ReduceLROnPlateau", "epoch"),
+        ("onecycle", "torch.optim.lr_scheduler.OneCycleLR", "step"),
+        ("none", None, None),
+    ],
+)
+def test_scheduler_is_a_swappable_group(choice: str, target: str | None, interval: str) -> None:
+    """`model/scheduler=<name>` replaces the whole schedule (no keys of the default left over)."""
+    cfg = compose_config("train.yaml", ["model=mnist_cnn_421k", f"model/scheduler={choice}"])
+    scheduler = cfg.model.scheduler
+    if target is None:
+        assert scheduler is None
+        return
+    assert scheduler._target_ == target
+    assert cfg.model.scheduler_interval == interval
+    if choice == "onecycle":
+        assert "patience" not in scheduler  # nothing merged in from the plateau default
+        assert scheduler.max_lr == cfg.model.optimizer.lr
+
+
+def test_experiment_selects_its_scheduler() -> None:
+    """Experiments pick a schedule with `override /model/scheduler`; the CLI can still swap it."""
+    cfg = compose_config("train.yaml", ["experiment=cnn_mnist"])
+    assert cfg.model.scheduler._target_.endswith("OneCycleLR")
+    cfg = compose_config("train.yaml", ["experiment=cnn_mnist", "model/scheduler=plateau"])
+    assert cfg.model.scheduler._target_.endswith("ReduceLROnPlateau")
