@@ -120,3 +120,24 @@ def test_torch_export_matches_lightning(
 def test_export_rejects_unknown_format(single_ckpt: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="format='tflite' is not one of"):
         export(export_cfg(tmp_path, single_ckpt, "tflite"))
+
+
+@pytest.mark.slow
+@needs_onnxruntime
+@pytest.mark.parametrize(
+    "model", ["mnist_cnn_8k", "mnist_convnext_18k", "mnist_vit_38k", "mnist_efficientnet_22k"]
+)
+def test_every_architecture_exports(model: str, tmp_path: Path) -> None:
+    """Each backbone (untrained) exports to both formats with equal outputs."""
+    from src.export import export_onnx, export_torch
+    from src.utils.instantiators import instantiate_model
+
+    module = instantiate_model(compose_config("train.yaml", [f"model={model}"]).model).eval()
+    meta = {"input_shape": [1, 28, 28], "heads": dict(module.heads)}
+    images = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        expected = module.forward_heads(images)
+    assert_same(run_onnx(export_onnx(module, meta, tmp_path / "m.onnx", None), images), expected)
+    program = torch.export.load(str(export_torch(module, meta, tmp_path / "m.pt2")))
+    with torch.no_grad():
+        assert_same(dict(program.module()(images)), expected)

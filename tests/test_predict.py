@@ -17,12 +17,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
+from src.data.cifar10_datamodule import CIFAR10DataModule
 from src.data.components.mnist_source import load_mnist, raw_dir
-from src.models.classifier_module import METADATA_KEY
+from src.models.classifier_module import METADATA_KEY, head_class_names
 from src.predict import SPLIT_PREFIX, ImageFiles, predict, split_data
 from src.train import train
 from src.utils.instantiators import load_model_from_checkpoint
 from tests.conftest import ROOT, _tune_for_tests, compose_config
+from tests.helpers.cifar_files import CIFAR10_CLASSES, write_cifar10
 
 SMALL_SPLIT = "data.train_val_test_split=[500,100,200]"
 MULTIHEAD = {"digit": 10, "thickness": 5, "smoothness": 3}
@@ -132,6 +134,24 @@ def test_multihead_checkpoint_names_every_head(multi_ckpt: Path) -> None:
     assert list(meta["class_names"]) == list(MULTIHEAD)
     assert meta["class_names"]["digit"] == [str(d) for d in range(10)]
     assert [len(meta["class_names"][h]) for h in MULTIHEAD] == list(MULTIHEAD.values())
+
+
+def test_class_names_per_head_from_cifar_datamodule(tmp_path: Path) -> None:
+    """Names come from the datamodule's ``label_names``; unknown ones fall back to indices."""
+    write_cifar10(tmp_path, n_train=20, n_test=10)
+    kwargs = dict(data_dir=str(tmp_path), train_val_test_split=[10, 5, 10], download=False)
+    single = CIFAR10DataModule(**kwargs)
+    multi = CIFAR10DataModule(heads=["class", "kind"], **kwargs)
+    for datamodule in (single, multi):
+        datamodule.setup()
+    assert head_class_names(single, {"label": 10}) == {"label": CIFAR10_CLASSES}
+    names = head_class_names(multi, {"class": 10, "kind": 2, "extra": 3})
+    assert names == {
+        "class": CIFAR10_CLASSES,
+        "kind": ["animal", "vehicle"],
+        "extra": ["0", "1", "2"],
+    }
+    assert head_class_names(None, {"label": 2}) == {"label": ["0", "1"]}
 
 
 def test_load_rejects_bad_checkpoints(single_ckpt: Path, tmp_path: Path) -> None:
