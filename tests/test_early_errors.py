@@ -11,16 +11,18 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException, MissingConfigException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from torch import nn
 from torchvision.io import write_png
 
+from src.callbacks.finite_loss import FiniteLossCheck, NonFiniteLossError
 from src.data.cifar10_datamodule import CIFAR10DataModule
 from src.data.cifar100_datamodule import CIFAR100DataModule
 from src.data.components import cifar_source, image_folder, mnist_source
@@ -34,6 +36,7 @@ from src.data.components.image_folder import ImageFolderError
 from src.data.components.mnist_source import MNISTUnavailableError, ensure_mnist
 from src.data.image_folder_datamodule import ImageFolderDataModule
 from src.data.mnist_datamodule import MNISTDataModule
+from src.models.classifier_module import ClassifierLitModule
 from src.models.components.losses import ClassificationLoss, UnsupportedLossError
 from src.train import train
 from src.utils import instantiate_model
@@ -408,3 +411,120 @@ def test_image_folder_mismatch_caught_before_decoding(
     with pytest.raises(ImageFolderError, match="test does not exist"):
         train(cfg)
     assert not (tmp_path / "checkpoints").exists()
+
+
+# ------------------------------------------------------ 8. NaN/inf loss in training
+class NanFromStep(ClassifierLitModule):
+    """Test-only module: from global step ``nan_from_step`` on, the loss is NaN (or inf)."""
+
+    def __init__(self, nan_from_step: int, bad_value: float = float("nan"), **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.nan_from_step, self.bad_value = nan_from_step, bad_value
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """The normal loss, multiplied by NaN/inf from the chosen step on."""
+        loss = super().training_step(batch, batch_idx)
+        return loss * self.bad_value if self.global_step >= self.nan_from_step else loss
+
+
+def nan_run(tmp_path: Path, *overrides: str, bad_value: str = "nan") -> DictConfig:
+    """Three epochs of 5 steps; the loss turns bad at global step 7 (epoch 1, batch 2)."""
+    cfg = make_cfg(
+        tmp_path,
+        "+trainer.limit_train_batches=5",
+        "+trainer.limit_val_batches=2",
+        "+trainer.limit_test_batches=2",
+        *overrides,
+    )
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = 3  # _tune_for_tests sets 1
+        cfg.model._target_ = f"{__name__}.NanFromStep"
+        cfg.model.nan_from_step = 7
+        cfg.model.bad_value = float(bad_value)
+    return cfg
+
+
+def checkpoints_are_good(folder: Path) -> dict[str, int]:
+    """``{file: global_step}`` of every checkpoint, each loadable with finite weights."""
+    steps = {}
+    for path in sorted(folder.glob("*.ckpt")):
+        ckpt = torch.load(path, weights_only=True)
+        assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()), path
+        steps[path.name] = ckpt["global_step"]
+    return steps
+
+
+@pytest.mark.parametrize("bad_value", ["nan", "inf"])
+def test_nan_loss_stops_at_its_step_and_keeps_the_good_checkpoint(
+    tmp_path: Path, bad_value: str
+) -> None:
+    # Without a monitor every epoch is saved: epoch 1 would write NaN weights to last.ckpt.
+    with pytest.raises(NonFiniteLossError) as err:
+        train(nan_run(tmp_path, "callbacks.model_checkpoint.monitor=null", bad_value=bad_value))
+    message = str(err.value)
+    assert f"Training loss was {bad_value} at global step 7 (epoch 1, batch 2)" in message
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert f"the last good checkpoint is {last}" in message
+    assert checkpoints_are_good(tmp_path / "checkpoints") == {"epoch_000.ckpt": 5, "last.ckpt": 5}
+
+
+def test_deferred_check_still_stops_before_the_next_checkpoint(tmp_path: Path) -> None:
+    """The accelerator mode (read every N steps) on CPU: caught before validation, same step."""
+    with pytest.raises(NonFiniteLossError, match=r"nan at global step 7 \(epoch 1, batch 2\)"):
+        train(nan_run(tmp_path, "callbacks.finite_loss.check_every_n_steps=50"))
+    assert checkpoints_are_good(tmp_path / "checkpoints") == {"epoch_000.ckpt": 5, "last.ckpt": 5}
+
+
+def test_step_checkpoints_of_bad_weights_are_refused(tmp_path: Path) -> None:
+    """With a checkpoint every step and checks every 50, the save itself is refused."""
+    with pytest.raises(NonFiniteLossError, match="at global step 7") as err:
+        train(
+            nan_run(
+                tmp_path,
+                "callbacks.finite_loss.check_every_n_steps=50",
+                "+callbacks.model_checkpoint.every_n_train_steps=1",
+                "callbacks.model_checkpoint.save_top_k=-1",
+                "callbacks.model_checkpoint.filename='step_{step:03d}'",
+            )
+        )
+    steps = checkpoints_are_good(tmp_path / "checkpoints")
+    assert max(steps.values()) == 7 and steps["last.ckpt"] == 7  # weights before the NaN update
+    assert "last good checkpoint is" in str(err.value)
+
+
+def test_finite_loss_is_in_the_default_callbacks(cfg_train: DictConfig) -> None:
+    assert cfg_train.callbacks.finite_loss._target_ == "src.callbacks.finite_loss.FiniteLossCheck"
+    with pytest.raises(ValueError, match="check_every_n_steps must be >= 1"):
+        FiniteLossCheck(check_every_n_steps=0)
+
+
+def test_accelerator_mode_reads_the_flag_only_every_n_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a GPU a read is a sync: per batch the callback only queues tensor ops."""
+    gpu = SimpleNamespace(
+        root_device=torch.device("cuda"), reduce_boolean_decision=lambda d, all: d
+    )
+    trainer = SimpleNamespace(
+        global_step=0, current_epoch=0, log_every_n_steps=4, strategy=gpu, checkpoint_callback=None
+    )
+    callback = FiniteLossCheck()
+    reads: list[int] = []
+    original = callback.raise_if_bad
+    monkeypatch.setattr(
+        callback, "raise_if_bad", lambda t: reads.append(t.global_step) or original(t)
+    )
+    for step in range(10):
+        trainer.global_step = step
+        callback.on_train_batch_start(trainer, None, None, step)
+        loss = torch.tensor(float("inf") if step == 5 else 1.0)
+        if step < 7:
+            callback.on_train_batch_end(trainer, None, {"loss": loss}, None, step)
+            continue
+        with pytest.raises(
+            NonFiniteLossError, match=r"inf at global step 5 \(epoch 0, batch 5\)"
+        ) as err:
+            callback.on_train_batch_end(trainer, None, {"loss": loss}, None, step)
+        assert "no checkpoint had been written yet" in str(err.value)
+        break
+    assert reads == [3, 7]  # every log_every_n_steps=4 steps, not each step
