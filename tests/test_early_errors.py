@@ -36,6 +36,7 @@ from src.data.components.image_folder import ImageFolderError
 from src.data.components.mnist_source import MNISTUnavailableError, ensure_mnist
 from src.data.image_folder_datamodule import ImageFolderDataModule
 from src.data.mnist_datamodule import MNISTDataModule
+from src.eval import evaluate
 from src.models.classifier_module import ClassifierLitModule
 from src.models.components.losses import ClassificationLoss, UnsupportedLossError
 from src.train import train
@@ -528,3 +529,20 @@ def test_accelerator_mode_reads_the_flag_only_every_n_steps(
         assert "no checkpoint had been written yet" in str(err.value)
         break
     assert reads == [3, 7]  # every log_every_n_steps=4 steps, not each step
+
+
+def test_eval_checks_model_against_data(cfg_eval: DictConfig, tmp_path: Path) -> None:
+    """eval.py runs the same check before the checkpoint is loaded or the Trainer built."""
+    ckpt = tmp_path / "weights.ckpt"
+    torch.save(
+        {"state_dict": {}, "pytorch-lightning_version": "2.6.0", "epoch": 0, "global_step": 0},
+        ckpt,
+    )
+    model = compose_config("eval.yaml", ["model=cifar10_cnn_3.3m"]).model
+    with open_dict(cfg_eval):
+        cfg_eval.ckpt_path = str(ckpt)
+        cfg_eval.model = model
+    HydraConfig().set_config(cfg_eval)
+    with pytest.raises(ValueError, match="Model and data do not match") as err:
+        evaluate(cfg_eval)
+    assert "(1, 28, 28)" in str(err.value) and "mnist_cnn_421k" in str(err.value)
