@@ -347,3 +347,30 @@ def test_architecture_table_counts_parameters(tmp_path: Path) -> None:
     assert "| SimpleCNN | `mnist_cnn_421k` | 421,834 | 1x28x28 |" in table
     assert "| ConvNeXt-V2 | `mnist_convnext_73k` | 73,402 | 1x28x28 |" in table
     assert out.read_text().strip() == table
+
+
+def test_architecture_table_trains_and_reuses_saved_rows(tmp_path: Path, monkeypatch) -> None:
+    """With ``--results``, measured rows are saved and a re-run reuses them instead of training."""
+    import importlib.util
+    import json
+
+    path = CONFIG_DIR.parent / "benchmarks" / "scripts" / "architecture_table.py"
+    spec = importlib.util.spec_from_file_location("architecture_table", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    results = tmp_path / "rows.json"
+    argv = ["--epochs", "1", "--limit-train-batches", "5", "--configs", "mnist_sdn_8k"]
+    argv += ["--results", str(results), "--", "data.train_val_test_split=[2000,500,1000]"]
+    table = script.main(argv)
+    (row,) = json.loads(results.read_text())["rows"]
+    assert row["config"] == "mnist_sdn_8k" and row["epochs"] == 1
+    assert 0.0 < row["test_acc"] <= 1.0 and row["images_per_s"] > 0
+    assert f"{100 * row['test_acc']:.2f}%" in table
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a saved row was measured again")
+
+    monkeypatch.setattr(script, "train_and_test", must_not_train)
+    assert script.main(argv) == table
+    with pytest.raises(AssertionError, match="measured again"):  # another recipe: measured anew
+        script.main([*argv[:1], "2", *argv[2:]])

@@ -14,6 +14,7 @@ Examples::
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -171,6 +172,24 @@ def markdown(rows: list[dict[str, Any]], trained: bool) -> str:
     return "\n".join(lines)
 
 
+def load_results(path: Path | None, recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Rows saved in ``path`` by an earlier run with the same recipe (else none)."""
+    if path is None or not path.is_file():
+        return {}
+    saved = json.loads(path.read_text())
+    if saved.get("recipe") != recipe:
+        print(f"{path} was measured with another recipe; measuring again", file=sys.stderr)
+        return {}
+    return {row["config"]: row for row in saved["rows"]}
+
+
+def save_results(path: Path, recipe: dict[str, Any], rows: dict[str, dict[str, Any]]) -> None:
+    """Write the recipe and the measured rows (plain data only) to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = [{k: v for k, v in row.items() if k != "model"} for row in rows.values()]
+    path.write_text(json.dumps({"recipe": recipe, "rows": plain}, indent=2) + "\n")
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     """Command-line options; everything after ``--`` is a Hydra override for every run."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -191,6 +210,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         help="fraction (<= 1) or number (> 1) of training batches per epoch (quick checks)",
     )
     parser.add_argument("--output", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="JSON file of measured rows: each model's row is saved as soon as it is measured, "
+        "and rows already there (same epochs, seed, limit, overrides) are reused, so an "
+        "interrupted run goes on where it stopped",
+    )
     args = parser.parse_args(argv)
     if args.limit_train_batches > 1:
         args.limit_train_batches = int(args.limit_train_batches)
@@ -201,8 +227,19 @@ def main(argv: list[str] | None = None) -> str:
     """Build the table, print it and optionally write it to ``--output``."""
     args, overrides = parse_args(argv)
     names = args.configs or (all_model_configs() if args.all else list(DEFAULT_CONFIGS))
+    recipe = {
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "limit_train_batches": args.limit_train_batches,
+        "overrides": overrides,
+    }
+    saved = load_results(args.results, recipe)
     rows = []
     for name in names:
+        if name in saved and not args.no_train:
+            print(f"{name}: reusing the row in {args.results}", file=sys.stderr, flush=True)
+            rows.append(saved[name])
+            continue
         row = describe(name, overrides)
         if not args.no_train:
             if row["input"] != "1x28x28":
@@ -214,6 +251,9 @@ def main(argv: list[str] | None = None) -> str:
                 )
         row.pop("model", None)
         rows.append(row)
+        if args.results and not args.no_train:
+            saved[name] = row
+            save_results(args.results, recipe, saved)
     table = markdown(rows, trained=not args.no_train)
     if not args.no_train:
         device = next((r["device"] for r in rows if "device" in r), "cpu")
