@@ -6,12 +6,14 @@ from pathlib import Path
 import rich
 import rich.syntax
 import rich.tree
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from lightning_utilities.core.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from rich.prompt import Prompt
 
 from src.utils import pylogger
+from src.utils.secrets import collect_secrets, redact
 
 log = pylogger.RankedLogger(__name__, rank_zero_only=True)
 
@@ -37,7 +39,10 @@ def print_config_tree(
     :param print_order: Groups printed first, in this order; the rest follow.
     :param resolve: Resolve interpolations before printing.
     :param save_to_file: Also write the tree to ``<output_dir>/config_tree.log``.
+
+    Secrets (see :mod:`src.utils.secrets`) are masked in what is printed and saved.
     """
+    secrets = collect_secrets(cfg)
     tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
     queue = []
     for field in print_order:
@@ -51,10 +56,11 @@ def print_config_tree(
     for field in queue:
         branch = tree.add(field, style="dim", guide_style="dim")
         section = cfg[field]
+        plain = redact(section, secrets, resolve)
         text = (
-            OmegaConf.to_yaml(section, resolve=resolve)
+            yaml.safe_dump(plain, sort_keys=False, allow_unicode=True)
             if isinstance(section, DictConfig)
-            else str(section)
+            else str(plain)
         )
         branch.add(rich.syntax.Syntax(text, "yaml"))
     rich.print(tree)
@@ -77,4 +83,4 @@ def enforce_tags(cfg: DictConfig, save_to_file: bool = False) -> None:
         log.info(f"Tags: {cfg.tags}")
     if save_to_file:
         with open(Path(cfg.paths.output_dir, "tags.log"), "w") as file:
-            rich.print(cfg.tags, file=file)
+            rich.print(redact(cfg.tags, collect_secrets(cfg)), file=file)

@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from src.utils import pylogger, rich_utils
+from src.utils.provenance import finish_run_info, write_run_info
 
 log = pylogger.RankedLogger(__name__, rank_zero_only=True)
 
@@ -28,22 +29,39 @@ def extras(cfg: DictConfig) -> None:
         rich_utils.print_config_tree(cfg, resolve=True, save_to_file=True)
 
 
+def _wants_run_info(cfg: DictConfig) -> bool:
+    extras_cfg = cfg.get("extras")
+    return extras_cfg is None or bool(extras_cfg.get("run_info", True))
+
+
 def task_wrapper(task_func: Callable) -> Callable:
     """Wrap a task so failures are logged and loggers are closed, even on exceptions.
 
     The wrapped task returns ``(metric_dict, object_dict)``; an exception is re-raised after
-    the output folder is reported and wandb (if used) is finished.
+    the output folder is reported and wandb (if used) is finished. Unless
+    ``extras.run_info=false``, ``run_info.yaml`` (provenance, :mod:`src.utils.provenance`)
+    is written when the task starts and completed with its status and metrics when it ends.
     """
 
     def wrap(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+        run_info = _wants_run_info(cfg)
+        if run_info:
+            write_run_info(cfg)
         try:
             metric_dict, object_dict = task_func(cfg=cfg)
-        except Exception as ex:
-            if type(ex).__name__ == "TrialPruned":  # an Optuna decision, not a failure
+        except BaseException as ex:
+            pruned = type(ex).__name__ == "TrialPruned"  # an Optuna decision, not a failure
+            if pruned:
                 log.info(f"Trial pruned: {ex}")
-            else:
+            elif isinstance(ex, Exception):
                 log.exception("")
+            if run_info:
+                status = "pruned" if pruned else "failed"
+                finish_run_info(cfg, status, error=f"{type(ex).__name__}: {ex}")
             raise ex
+        else:
+            if run_info:
+                finish_run_info(cfg, "finished", metric_dict)
         finally:
             log.info(f"Output dir: {cfg.paths.output_dir}")
             if find_spec("wandb"):
