@@ -18,6 +18,7 @@ from src.utils import (  # noqa: E402
     log_hyperparameters,
     task_wrapper,
 )
+from src.utils.checkpoints import resolve_ckpt_path  # noqa: E402
 from src.utils.checks import check_model_matches_data  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -30,8 +31,9 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     :param cfg: The composed Hydra config (``configs/eval.yaml``).
     :return: ``(metric_dict, object_dict)``.
     """
-    if not cfg.ckpt_path:
+    if not cfg.get("ckpt_path"):
         raise ValueError("Evaluation needs a checkpoint: pass ckpt_path=/path/to/file.ckpt.")
+    ckpt_path = resolve_ckpt_path(cfg)  # checked before anything is built
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: LightningDataModule = hydra.utils.instantiate(cfg.data)
@@ -58,7 +60,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         log_hyperparameters(object_dict)
 
     log.info("Starting testing!")
-    trainer.test(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metric_dict = trainer.callback_metrics
     return metric_dict, object_dict
 

@@ -24,6 +24,7 @@ from src.utils import (  # noqa: E402
     log_hyperparameters,
     task_wrapper,
 )
+from src.utils.checkpoints import resolve_ckpt_path  # noqa: E402
 from src.utils.checks import check_model_matches_data  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -36,6 +37,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     :param cfg: The composed Hydra config.
     :return: ``(metric_dict, object_dict)``: metrics from fit and test, and the objects built.
     """
+    # Checked before anything is built: a bad path fails in a second, not after data loading.
+    ckpt_path = resolve_ckpt_path(cfg, resume=bool(cfg.get("train")))
     if cfg.get("seed") is not None:  # seed 0 is a valid seed
         L.seed_everything(cfg.seed, workers=True)
 
@@ -69,7 +72,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     if cfg.get("train"):
         log.info("Starting training!")
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     train_metrics = trainer.callback_metrics
 
     if cfg.get("test"):
@@ -80,7 +83,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         if ckpt_path == "":
             log.warning("Best ckpt not found! Using current weights for testing...")
             ckpt_path = None
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         log.info(f"Best ckpt path: {ckpt_path}")
     test_metrics = trainer.callback_metrics
 

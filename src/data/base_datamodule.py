@@ -10,18 +10,85 @@ device, and the two input pipelines:
   ``data_on_device=true`` the whole dataset is moved to the GPU once.
 - ``in_memory=false``: classic per-sample torchvision v2 transforms in DataLoader workers, for
   datasets that do not fit in memory (subclasses may override :meth:`per_sample_dataset`).
+
+Exact resume: the training order comes from ``(seed, epoch)`` (:class:`EpochSampler`) and the
+training loader is stateful (:class:`ResumableDataLoader`), so a run resumed from a mid-epoch
+checkpoint skips the batches it already trained on. The datamodule's checkpoint state holds
+the global RNG states, which Lightning does not save. Every loader draws its worker base seed
+from its own generator, so iterating a loader never moves the global RNG.
 """
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from src.data.components.memory import InMemoryImages, Labels, index_labels, keep_batch
 from src.data.components.transforms import BatchTransform
+from src.utils.checkpoints import collect_rng_state, restore_rng_state
 from src.utils.plain_data import make_plain
+
+
+class EpochSampler(DistributedSampler):
+    """This rank's share of a shuffled order that depends only on ``(seed, epoch)``.
+
+    A ``DistributedSampler`` (Lightning leaves it in place under DDP) that can skip the first
+    ``skip`` samples of its next iteration, for a run resumed in the middle of an epoch.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.skip = 0
+
+    def __iter__(self) -> Any:
+        indices = list(super().__iter__())
+        skip, self.skip = self.skip, 0  # only the resumed epoch is shortened
+        return iter(indices[skip:])
+
+
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` over an :class:`EpochSampler` whose position Lightning checkpoints.
+
+    Lightning saves the ``state_dict`` of stateful training loaders in its fit loop and loads it
+    before iterating again. The position is the number of batches the model has trained on in
+    the current epoch, read from the trainer through ``position`` (the loader itself may have
+    prefetched more).
+
+    :param position: Returns ``(batches trained this epoch, batches per epoch)``.
+    """
+
+    def __init__(
+        self, *args: Any, position: Callable[[], tuple[int, int]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.position = position
+
+    def __iter__(self) -> Any:
+        if isinstance(self.sampler, EpochSampler) and self.generator is not None:
+            # Worker seeds follow (seed, epoch) too, whether or not the run was resumed.
+            self.generator.manual_seed(self.sampler.seed * 100_003 + self.sampler.epoch)
+        return super().__iter__()
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{seed, epoch, samples}``: where the next training batch starts."""
+        if not isinstance(self.sampler, EpochSampler) or self.position is None:
+            return {}
+        batches, per_epoch = self.position()
+        epoch = self.sampler.epoch
+        if batches >= per_epoch:  # the epoch is over: the next one starts from its beginning
+            epoch, batches = epoch + 1, 0
+        return {"seed": self.sampler.seed, "epoch": epoch, "samples": batches * self.batch_size}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue the order of ``state_dict`` on the next iteration."""
+        if not state_dict or not isinstance(self.sampler, EpochSampler):
+            return
+        self.sampler.seed = state_dict["seed"]
+        self.sampler.set_epoch(state_dict["epoch"])
+        self.sampler.skip = state_dict["samples"]
 
 
 class InMemoryDataModule(LightningDataModule):
@@ -158,19 +225,43 @@ class InMemoryDataModule(LightningDataModule):
                 dataset.to(device)
         on_device = fast and dataset.device.type != "cpu"
         workers = 0 if fast else self.hparams.num_workers
-        return DataLoader(
+        kwargs: dict[str, Any] = {}
+        loader_cls = DataLoader
+        if train:
+            loader_cls = ResumableDataLoader
+            kwargs["sampler"] = self._train_sampler(dataset)
+            kwargs["position"] = self._train_position if self.trainer is not None else None
+        return loader_cls(
             dataset,
             batch_size=self.batch_size_per_device,
-            shuffle=train,
             drop_last=False,
             num_workers=workers,
             pin_memory=self.hparams.pin_memory and not on_device,
             collate_fn=keep_batch if fast else None,
             persistent_workers=self.hparams.persistent_workers and workers > 0,
+            # Its own generator: iterating a loader must not consume the global RNG.
+            generator=torch.Generator().manual_seed(0),
+            **kwargs,
         )
 
+    def _train_sampler(self, dataset: Dataset) -> EpochSampler:
+        """The (seed, epoch)-ordered sampler of this rank; the seed is the run's seed."""
+        seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything
+        seed = int(seed) if seed is not None else int.from_bytes(os.urandom(4), "little")
+        world, rank = 1, 0
+        if self.trainer is not None:
+            world, rank = self.trainer.world_size, self.trainer.global_rank
+            seed = self.trainer.strategy.broadcast(seed, src=0)  # one order for all ranks
+        return EpochSampler(dataset, seed=seed, num_replicas=world, rank=rank)
+
+    def _train_position(self) -> tuple[int, int]:
+        """``(batches trained in the current epoch, batches per epoch)`` from the trainer."""
+        trainer = self.trainer
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return done, trainer.num_training_batches
+
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches."""
+        """Shuffled training batches in (seed, epoch) order; resumable mid-epoch."""
         return self._loader(self.data_train, train=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -195,8 +286,13 @@ class InMemoryDataModule(LightningDataModule):
         return x, y
 
     def state_dict(self) -> dict[str, Any]:
-        """Nothing to save: splits are rebuilt from ``split_seed``."""
-        return {}
+        """The global RNG states (splits are rebuilt from ``split_seed``, not saved)."""
+        return {"rng": collect_rng_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the global RNG states, so augmentation and dropout continue exactly."""
+        if "rng" in state_dict:
+            restore_rng_state(state_dict["rng"])
 
 
-__all__ = ["InMemoryDataModule", "index_labels"]
+__all__ = ["EpochSampler", "InMemoryDataModule", "ResumableDataLoader", "index_labels"]
