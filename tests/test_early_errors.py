@@ -546,3 +546,12 @@ def test_eval_checks_model_against_data(cfg_eval: DictConfig, tmp_path: Path) ->
     with pytest.raises(ValueError, match="Model and data do not match") as err:
         evaluate(cfg_eval)
     assert "(1, 28, 28)" in str(err.value) and "mnist_cnn_421k" in str(err.value)
+
+
+def test_save_on_exception_does_not_write_the_bad_weights(tmp_path: Path) -> None:
+    """ModelCheckpoint(save_on_exception=True) tries to save when the error is raised: refused."""
+    overrides = ["callbacks.model_checkpoint.monitor=null"]
+    overrides.append("+callbacks.model_checkpoint.save_on_exception=true")
+    with pytest.raises(NonFiniteLossError, match="at global step 7"):
+        train(nan_run(tmp_path, *overrides))
+    assert checkpoints_are_good(tmp_path / "checkpoints") == {"epoch_000.ckpt": 5, "last.ckpt": 5}
