@@ -122,6 +122,18 @@ def test_interrupted_mid_epoch_resumes_exactly(cfg_train: DictConfig, tmp_path: 
 
 
 @pytest.mark.slow
+def test_per_sample_pipeline_with_workers_resumes_exactly(
+    cfg_train: DictConfig, tmp_path: Path
+) -> None:
+    """DataLoader workers prefetch ahead; the saved position is what the model trained on.
+
+    Without augmentation: worker-side random transforms cannot continue exactly (docs/resume.md).
+    """
+    extra = {"data.in_memory": False, "data.num_workers": 2, "data.augment": None}
+    _interrupt_and_resume(cfg_train, tmp_path, kill_step=18, ckpt_step=15, ckpt_epoch=1, **extra)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("every_n", "kill_step"),
     [(12, 15), (None, 15)],
