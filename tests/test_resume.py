@@ -497,3 +497,28 @@ def test_ckpt_path_last_resolves_with_the_runs_experiment(real_ckpt: Path, tmp_p
     ckpt.write_bytes(real_ckpt.read_bytes())
     assert resolve_ckpt_path(cfg, resume=True) == str(ckpt)
     assert cfg.ckpt_path == str(ckpt)  # recorded for logs and run_info.yaml
+
+
+@pytest.mark.parametrize("on_train_epoch_end", [False, True])
+def test_last_checkpoint_follows_every_epoch(
+    cfg_train: DictConfig, tmp_path: Path, on_train_epoch_end: bool
+) -> None:
+    """last.ckpt is the newest epoch even when the monitored metric stops improving.
+
+    With lr=0 the accuracy never changes, so stock Lightning 2.6 saves the top-k file (and with
+    it last.ckpt) only after epoch 0, and ckpt_path=last would go back two epochs.
+    """
+    overrides = {
+        "trainer.max_epochs": 3,
+        "data.augment": None,
+        "test": False,
+        "model.optimizer.lr": 0.0,
+        "callbacks.model_checkpoint.every_n_train_steps": None,
+        "callbacks.model_checkpoint.save_top_k": 1,
+        "callbacks.model_checkpoint.save_on_train_epoch_end": on_train_epoch_end,
+    }
+    _run(cfg_train, tmp_path, **overrides)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt"))
+    assert names == ["epoch_000.ckpt", "last.ckpt"]  # the metric improved only once
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == 36

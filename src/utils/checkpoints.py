@@ -126,6 +126,28 @@ class ResumableModelCheckpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
             self._defer_save_until_validation = False
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_stale_last(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Refresh ``last.ckpt`` at every epoch save point, not only when the metric improved."""
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_stale_last(trainer)
+
+    def _refresh_stale_last(self, trainer: Trainer) -> None:
+        """Lightning 2.6 writes ``last.ckpt`` only when a top-k file was saved at the same step,
+        so with ``monitor`` set it went stale as soon as the metric stopped improving, and
+        ``ckpt_path=last`` resumed from an older epoch. Save it at every epoch save point."""
+        epochs = self._every_n_epochs
+        if (
+            self.save_last
+            and epochs >= 1
+            and (trainer.current_epoch + 1) % epochs == 0
+            and not self._should_skip_saving_checkpoint(trainer)
+            and self._last_global_step_saved != trainer.global_step
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
@@ -222,6 +244,21 @@ def validate_checkpoint(path: str | Path, resume: bool = False) -> Path:
     :raises FileNotFoundError: When ``path`` does not exist or is a folder.
     :raises ValueError: When the file is not a readable Lightning checkpoint.
     """
+    # mmap: tensors are mapped, not read, so checking a large checkpoint stays cheap.
+    load_checkpoint(path, resume=resume, mmap=True)
+    return Path(path).expanduser().absolute()
+
+
+def load_checkpoint(path: str | Path, resume: bool = False, mmap: bool = False) -> dict[str, Any]:
+    """Load a Lightning checkpoint with ``weights_only=True``, with clear errors for bad files.
+
+    :param path: The checkpoint file.
+    :param resume: Also require the training state (optimizer and loops) needed to resume.
+    :param mmap: Map tensors instead of reading them (cheap checks of large files).
+    :return: The checkpoint dict (tensors on the CPU).
+    :raises FileNotFoundError: When ``path`` does not exist or is a folder.
+    :raises ValueError: When the file is not a readable Lightning checkpoint.
+    """
     path = Path(path).expanduser().absolute()
     expected = "a .ckpt file written by Lightning (e.g. <run>/checkpoints/last.ckpt)"
     if not path.exists():
@@ -229,8 +266,7 @@ def validate_checkpoint(path: str | Path, resume: bool = False) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={path} is a folder; expected {expected}.")
     try:
-        # mmap: tensors are mapped, not read, so checking a large checkpoint stays cheap.
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
@@ -248,7 +284,7 @@ def validate_checkpoint(path: str | Path, resume: bool = False) -> Path:
             "it. Resume from a full checkpoint (last.ckpt), or start a new run that loads these "
             "weights."
         )
-    return path
+    return ckpt
 
 
 def _none_if_null(choice: Any) -> Any:

@@ -1,7 +1,5 @@
 """Build callbacks, loggers and the model from their configs, or the model from a checkpoint."""
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.models.components.losses import instantiate_criterion
 from src.utils import pylogger
+from src.utils.checkpoints import load_checkpoint
 from src.utils.plain_data import to_plain
 
 log = pylogger.RankedLogger(__name__, rank_zero_only=True)
@@ -92,24 +91,6 @@ def _no_downloads(config: Any) -> Any:
     return config
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with clear errors for a wrong or unsafe file."""
-    path = Path(path)
-    if not path.is_file():
-        what = "is a folder" if path.is_dir() else "does not exist"
-        raise FileNotFoundError(f"ckpt_path={str(path)!r} {what}; pass a .ckpt file.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(
-            f"ckpt_path={str(path)!r} is not a readable checkpoint (truncated, corrupted, "
-            f"another file type, or holding objects other than plain data): {err}"
-        ) from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"ckpt_path={str(path)!r} is not a Lightning checkpoint (no state_dict).")
-    return checkpoint
-
-
 def load_model_from_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[LightningModule, dict[str, Any]]:
@@ -126,7 +107,7 @@ def load_model_from_checkpoint(
     """
     from src.models.classifier_module import METADATA_KEY  # here: models import utils
 
-    checkpoint = read_checkpoint(path)
+    checkpoint = load_checkpoint(path)
     metadata = checkpoint.get(METADATA_KEY)
     if not metadata or not metadata.get("model"):
         raise ValueError(
