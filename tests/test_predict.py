@@ -134,6 +134,8 @@ def test_multihead_checkpoint_names_every_head(multi_ckpt: Path) -> None:
     assert list(meta["class_names"]) == list(MULTIHEAD)
     assert meta["class_names"]["digit"] == [str(d) for d in range(10)]
     assert [len(meta["class_names"][h]) for h in MULTIHEAD] == list(MULTIHEAD.values())
+    assert meta["class_names"]["thickness"][0] == "very thin"
+    assert meta["class_names"]["smoothness"] == ["angular", "medium", "smooth"]
 
 
 def test_class_names_per_head_from_cifar_datamodule(tmp_path: Path) -> None:

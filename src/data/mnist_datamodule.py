@@ -9,7 +9,12 @@ import torch
 from src.data.base_datamodule import InMemoryDataModule
 from src.data.components.memory import Labels
 from src.data.components.mnist_source import ensure_mnist, load_mnist, raw_dir
-from src.data.multihead_dataset import MNIST_HEADS, MNISTAttributeLabels
+from src.data.multihead_dataset import (
+    MNIST_HEADS,
+    SMOOTHNESS_NAMES,
+    THICKNESS_NAMES,
+    MNISTAttributeLabels,
+)
 
 
 class MNISTDataModule(InMemoryDataModule):
@@ -60,7 +65,7 @@ class MNISTDataModule(InMemoryDataModule):
         )
         self.attribute_labels = MNISTAttributeLabels(
             cache_dir=raw_dir(data_dir).parent,
-            read_split=lambda train: load_mnist(self._folder(), train),
+            read_split=self._read_raw_split,  # a method, not a lambda: ddp_spawn pickles it
             thickness_classes=thickness_classes,
         )
 
@@ -70,6 +75,17 @@ class MNISTDataModule(InMemoryDataModule):
         if self.hparams.heads is None:
             return super().heads
         return {h: self.attribute_labels.heads[h] for h in self.hparams.heads}
+
+    @property
+    def label_names(self) -> dict[str, list[str]]:
+        """Class names per head, for checkpoints, predictions and test figures."""
+        digits = list(self.class_names)
+        return {
+            "label": digits,
+            "digit": digits,
+            "thickness": list(THICKNESS_NAMES),  # used when thickness_classes is 5
+            "smoothness": list(SMOOTHNESS_NAMES),
+        }
 
     def default_normalize(self) -> dict[str, list[float]]:
         """MNIST's own pixel statistics."""
@@ -85,6 +101,10 @@ class MNISTDataModule(InMemoryDataModule):
         if not folder.exists():
             folder = ensure_mnist(self.hparams.data_dir, download=self.hparams.download)
         return folder
+
+    def _read_raw_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and digits of one split, as read from the IDX files."""
+        return load_mnist(self._folder(), train)
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, Labels]:
         """Read a split as uint8 ``(N, 1, 28, 28)`` and int64 digits (or ``{head: labels}``)."""
