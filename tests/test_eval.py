@@ -20,10 +20,15 @@ def test_train_then_eval(cfg_train: DictConfig, cfg_eval: DictConfig, tmp_path: 
 
     with open_dict(cfg_eval):
         cfg_eval.ckpt_path = str(ckpts[-1])
+        cfg_eval.paths.output_dir = str(tmp_path / "eval")
     HydraConfig().set_config(cfg_eval)
     test_metrics, _ = evaluate(cfg_eval)
 
     assert float(test_metrics["test/acc"]) > 0.5
+    figures = tmp_path / "eval" / "figures"  # eval draws the same pictures as train's test
+    assert {"test_confusion_matrix.png", "test_misclassified.png"} <= {
+        p.name for p in figures.glob("*.png")
+    }
     assert float(train_metrics["test/acc"]) == pytest.approx(
         float(test_metrics["test/acc"]), abs=1e-3
     )
