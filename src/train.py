@@ -6,6 +6,8 @@ import hydra
 import lightning as L
 import rootutils
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
@@ -25,7 +27,7 @@ from src.utils import (  # noqa: E402
     task_wrapper,
 )
 from src.utils.checkpoints import resolve_ckpt_path  # noqa: E402
-from src.utils.checks import check_model_matches_data  # noqa: E402
+from src.utils.checks import check_ddp_launch, check_model_matches_data  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
 
@@ -39,6 +41,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     # Checked before anything is built: a bad path fails in a second, not after data loading.
     ckpt_path = resolve_ckpt_path(cfg, resume=bool(cfg.get("train")))
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        check_ddp_launch(cfg.trainer, multirun, str(hydra_cfg.launcher.get("_target_", "")))
     if cfg.get("seed") is not None:  # seed 0 is a valid seed
         L.seed_everything(cfg.seed, workers=True)
 

@@ -156,3 +156,20 @@ def test_ddp_sim_trains_like_a_single_process(cfg_train: DictConfig, tmp_path: P
     # difference. Far above chance (10%) in both, so a run that does not learn fails.
     assert abs(ddp["test/acc"] - single_acc) < 0.08, (ddp, single_acc)
     assert ddp["test/acc"] > 0.6 and single_acc > 0.6, (ddp, single_acc)
+
+
+def test_ddp_inside_a_local_multirun_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DDP re-runs the command line; inside ``-m`` that would repeat the sweep, so it fails early."""
+    from src.utils.checks import check_ddp_launch
+
+    for var in ("LOCAL_RANK", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    ddp = {"strategy": "ddp", "devices": 2, "num_nodes": 1}
+    basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+    with pytest.raises(ValueError, match="submitit_slurm"):
+        check_ddp_launch(ddp, multirun=True, launcher=basic)
+    check_ddp_launch(ddp, multirun=False, launcher=basic)  # a single run is fine
+    check_ddp_launch({**ddp, "devices": 1}, multirun=True, launcher=basic)
+    check_ddp_launch(ddp, multirun=True, launcher="hydra_plugins.hydra_submitit_launcher.x")
+    monkeypatch.setenv("LOCAL_RANK", "0")  # torchrun started the ranks itself
+    check_ddp_launch(ddp, multirun=True, launcher=basic)
