@@ -93,6 +93,15 @@ tqcn train-quick-convnext: install ## Quick ConvNeXt-V2 run (1 epoch, 10 batches
 tqa train-quick-all: install ## Quick runs of all architectures in one process (1 epoch, 10 batches each)
 	$(TRAIN) -m model=mnist,mnist_cnn_421k,mnist_convnext_73k $(QUICK) $(ARGS)
 
+ZOO := mnist_sdn_8k mnist_sdn_68k mnist_cnn_8k mnist_cnn_68k mnist_cnn_421k \
+	mnist_efficientnet_22k mnist_efficientnet_210k mnist_efficientnet_7m \
+	mnist_vit_38k mnist_vit_210k mnist_vit_821k \
+	mnist_convnext_18k mnist_convnext_73k mnist_convnext_288k mnist_convnext_725k
+
+arch-table at: install ## Regenerate docs/architectures.md: every MNIST size, 1 epoch each (resumable)
+	$(PY) benchmarks/scripts/architecture_table.py --epochs 1 --configs $(ZOO) \
+		--results benchmarks/results/architectures.json --output docs/architectures.md $(ARGS)
+
 ca compare-arch: install ## Compare architectures: 3 epochs each, then one table (params, test acc, time)
 	$(PY) benchmarks/scripts/architecture_table.py --configs mnist mnist_cnn_421k mnist_convnext_73k --epochs 3 $(ARGS)
 
