@@ -23,7 +23,9 @@ def compose_config(config_name: str, overrides: list[str] | None = None) -> Dict
         return compose(config_name=config_name, return_hydra_config=True, overrides=overrides or [])
 
 
-def _tune_for_tests(cfg: DictConfig, tmp_path: Path) -> None:
+def _tune_for_tests(cfg: DictConfig, tmp_path: Path, figures: bool = False) -> None:
+    """Small, quiet, CPU-only runs writing into ``tmp_path``; the test-figure callback (about
+    a second of drawing per run) only where a test asks for it."""
     with open_dict(cfg):
         cfg.paths.root_dir = str(ROOT)
         cfg.paths.output_dir = str(tmp_path)
@@ -34,6 +36,8 @@ def _tune_for_tests(cfg: DictConfig, tmp_path: Path) -> None:
         cfg.trainer.enable_progress_bar = False
         if cfg.get("callbacks"):
             cfg.callbacks.pop("rich_progress_bar", None)
+            if not figures:
+                cfg.callbacks.pop("test_figures", None)
         cfg.data.num_workers = 0
         cfg.data.pin_memory = False
         cfg.extras.print_config = False
@@ -54,7 +58,7 @@ def cfg_train(tmp_path: Path) -> DictConfig:
 def cfg_eval(tmp_path: Path) -> DictConfig:
     """An eval config (``ckpt_path`` still to be set) writing into ``tmp_path``."""
     cfg = compose_config("eval.yaml", ["ckpt_path=.", TINY_SPLIT])
-    _tune_for_tests(cfg, tmp_path)
+    _tune_for_tests(cfg, tmp_path, figures=True)
     yield cfg
     GlobalHydra.instance().clear()
 

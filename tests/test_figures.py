@@ -34,7 +34,7 @@ def tensorboard_images(folder: Path) -> set[str]:
 
 
 def test_single_head_run_writes_pictures(tmp_path: Path) -> None:
-    train_tiny(tmp_path, logger="tensorboard")
+    train_tiny(tmp_path, logger="tensorboard", figures=True)
     sizes = png_sizes(tmp_path / "figures")
     assert set(sizes) == {"test_confusion_matrix.png", "test_misclassified.png"}
     assert all(w >= 300 and h >= 300 for w, h in sizes.values())
@@ -45,7 +45,7 @@ def test_single_head_run_writes_pictures(tmp_path: Path) -> None:
 
 
 def test_multihead_run_writes_pictures_per_head(tmp_path: Path) -> None:
-    train_tiny(tmp_path, "experiment=multihead_cnn_mnist", logger="tensorboard")
+    train_tiny(tmp_path, "experiment=multihead_cnn_mnist", logger="tensorboard", figures=True)
     expected = {
         f"test/{h}_{kind}" for h in MULTIHEAD for kind in ("confusion_matrix", "misclassified")
     }

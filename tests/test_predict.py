@@ -30,10 +30,12 @@ SMALL_SPLIT = "data.train_val_test_split=[500,100,200]"
 MULTIHEAD = {"digit": 10, "thickness": 5, "smoothness": 3}
 
 
-def train_tiny(out_dir: Path, *overrides: str, logger: str | None = None) -> Path:
+def train_tiny(
+    out_dir: Path, *overrides: str, logger: str | None = None, figures: bool = False
+) -> Path:
     """Train a few batches with ``overrides`` into ``out_dir``; return its ``last.ckpt``."""
     cfg = compose_config("train.yaml", [SMALL_SPLIT, *overrides])
-    _tune_for_tests(cfg, out_dir)
+    _tune_for_tests(cfg, out_dir, figures=figures)
     with open_dict(cfg):
         cfg.trainer.limit_train_batches = 3
         cfg.trainer.limit_val_batches = 1
