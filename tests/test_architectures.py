@@ -374,3 +374,16 @@ def test_architecture_table_trains_and_reuses_saved_rows(tmp_path: Path, monkeyp
     assert script.main(argv) == table
     with pytest.raises(AssertionError, match="measured again"):  # another recipe: measured anew
         script.main([*argv[:1], "2", *argv[2:]])
+
+
+def test_architecture_table_lists_skipped_configs_untrained(monkeypatch) -> None:
+    """``--skip`` keeps a config in the table, marked as not measured, without training it."""
+    import importlib.util
+
+    path = CONFIG_DIR.parent / "benchmarks" / "scripts" / "architecture_table.py"
+    spec = importlib.util.spec_from_file_location("architecture_table", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "train_and_test", lambda *a, **k: pytest.fail("trained"))
+    table = script.main(["--epochs", "1", "--configs", "mnist_cnn_8k", "--skip", "mnist_cnn_8k"])
+    assert "| SimpleCNN | `mnist_cnn_8k` |" in table and "not measured" in table

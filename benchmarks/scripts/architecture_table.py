@@ -201,6 +201,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--configs", nargs="+", help="model configs (default: one per family)")
     parser.add_argument("--all", action="store_true", help="every model config")
     parser.add_argument("--no-train", action="store_true", help="only count parameters (fast)")
+    parser.add_argument(
+        "--skip",
+        nargs="+",
+        default=[],
+        help="configs listed in the table without training (e.g. too slow for this machine)",
+    )
     parser.add_argument("--epochs", type=int, default=3, help="training epochs per model (3)")
     parser.add_argument("--seed", type=int, default=12345, help="seed of every run (12345)")
     parser.add_argument(
@@ -244,6 +250,8 @@ def main(argv: list[str] | None = None) -> str:
         if not args.no_train:
             if row["input"] != "1x28x28":
                 row["note"] = f"n/a ({row['input']} input)"
+            elif name in args.skip:
+                row["note"] = "not measured"
             else:
                 print(f"training {name} for {args.epochs} epoch(s)...", file=sys.stderr, flush=True)
                 row = train_and_test(
@@ -251,7 +259,7 @@ def main(argv: list[str] | None = None) -> str:
                 )
         row.pop("model", None)
         rows.append(row)
-        if args.results and not args.no_train:
+        if args.results and not args.no_train and "note" not in row:
             saved[name] = row
             save_results(args.results, recipe, saved)
     table = markdown(rows, trained=not args.no_train)
