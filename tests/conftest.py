@@ -7,6 +7,7 @@ import rootutils
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 ROOT = rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
@@ -67,3 +68,40 @@ def cfg_eval(tmp_path: Path) -> DictConfig:
 def _few_threads() -> None:
     """Tests are small; two threads match the CI machine and avoid oversubscription."""
     torch.set_num_threads(2)
+
+
+# ---------------------------------------------- tiny trained checkpoints (predict, export)
+SMALL_SPLIT = "data.train_val_test_split=[500,100,200]"
+MULTIHEAD = {"digit": 10, "thickness": 5, "smoothness": 3}
+
+
+def train_tiny(
+    out_dir: Path, *overrides: str, logger: str | None = None, figures: bool = False
+) -> Path:
+    """Train a few batches with ``overrides`` into ``out_dir``; return its ``last.ckpt``."""
+    from src.train import train  # here, so collecting tests does not import the training stack
+
+    cfg = compose_config("train.yaml", [SMALL_SPLIT, *overrides])
+    _tune_for_tests(cfg, out_dir, figures=figures)
+    with open_dict(cfg):
+        cfg.trainer.limit_train_batches = 3
+        cfg.trainer.limit_val_batches = 1
+        cfg.trainer.limit_test_batches = 2
+        if logger:
+            cfg.logger = compose_config("train.yaml", [f"logger={logger}"]).logger
+            cfg.logger[logger].save_dir = str(out_dir / logger)
+    HydraConfig().set_config(cfg)
+    train(cfg)
+    return out_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def single_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``last.ckpt`` of the default SimpleDenseNet on MNIST."""
+    return train_tiny(tmp_path_factory.mktemp("single"))
+
+
+@pytest.fixture(scope="session")
+def multi_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``last.ckpt`` of the multihead CNN (digit, thickness, smoothness)."""
+    return train_tiny(tmp_path_factory.mktemp("multi"), "experiment=multihead_cnn_mnist")

@@ -16,25 +16,12 @@ from omegaconf import DictConfig, open_dict
 
 from src.export import export
 from src.utils.instantiators import load_model_from_checkpoint
-from tests.conftest import compose_config
-from tests.test_predict import MULTIHEAD, train_tiny
+from tests.conftest import MULTIHEAD, compose_config
 
 needs_onnxruntime = pytest.mark.skipif(
     find_spec("onnxruntime") is None or find_spec("onnxscript") is None,
     reason="ONNX export needs the export extra: pip install -e '.[export]'",
 )
-
-
-@pytest.fixture(scope="module")
-def single_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``last.ckpt`` of the default SimpleDenseNet on MNIST."""
-    return train_tiny(tmp_path_factory.mktemp("single"))
-
-
-@pytest.fixture(scope="module")
-def multi_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``last.ckpt`` of the multihead CNN (BatchNorm, dropout, three heads)."""
-    return train_tiny(tmp_path_factory.mktemp("multi"), "experiment=multihead_cnn_mnist")
 
 
 def export_cfg(out_dir: Path, ckpt: Path, fmt: str, *overrides: str) -> DictConfig:

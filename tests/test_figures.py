@@ -9,7 +9,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.callbacks.test_figures import TestFiguresCallback, denormalize
-from tests.test_predict import MULTIHEAD, train_tiny
+from tests.conftest import MULTIHEAD, train_tiny
 
 
 def png_sizes(folder: Path) -> dict[str, tuple[int, int]]:

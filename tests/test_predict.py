@@ -1,6 +1,6 @@
 """Checkpoint metadata and ``src/predict.py``: image files, folders and dataset splits.
 
-A tiny model is trained once per module (a few batches of real MNIST), single-head and
+A tiny model is trained once per test session (tests/conftest.py) (a few batches of real MNIST), single-head and
 multihead; predictions are checked against the module's own outputs on the same inputs.
 """
 
@@ -21,43 +21,9 @@ from src.data.cifar10_datamodule import CIFAR10DataModule
 from src.data.components.mnist_source import load_mnist, raw_dir
 from src.models.classifier_module import METADATA_KEY, head_class_names
 from src.predict import SPLIT_PREFIX, ImageFiles, predict, split_data
-from src.train import train
 from src.utils.instantiators import load_model_from_checkpoint
-from tests.conftest import ROOT, _tune_for_tests, compose_config
+from tests.conftest import MULTIHEAD, ROOT, compose_config
 from tests.helpers.cifar_files import CIFAR10_CLASSES, write_cifar10
-
-SMALL_SPLIT = "data.train_val_test_split=[500,100,200]"
-MULTIHEAD = {"digit": 10, "thickness": 5, "smoothness": 3}
-
-
-def train_tiny(
-    out_dir: Path, *overrides: str, logger: str | None = None, figures: bool = False
-) -> Path:
-    """Train a few batches with ``overrides`` into ``out_dir``; return its ``last.ckpt``."""
-    cfg = compose_config("train.yaml", [SMALL_SPLIT, *overrides])
-    _tune_for_tests(cfg, out_dir, figures=figures)
-    with open_dict(cfg):
-        cfg.trainer.limit_train_batches = 3
-        cfg.trainer.limit_val_batches = 1
-        cfg.trainer.limit_test_batches = 2
-        if logger:
-            cfg.logger = compose_config("train.yaml", [f"logger={logger}"]).logger
-            cfg.logger[logger].save_dir = str(out_dir / logger)
-    HydraConfig().set_config(cfg)
-    train(cfg)
-    return out_dir / "checkpoints" / "last.ckpt"
-
-
-@pytest.fixture(scope="module")
-def single_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``last.ckpt`` of the default SimpleDenseNet on MNIST."""
-    return train_tiny(tmp_path_factory.mktemp("single"))
-
-
-@pytest.fixture(scope="module")
-def multi_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``last.ckpt`` of the multihead CNN (digit, thickness, smoothness)."""
-    return train_tiny(tmp_path_factory.mktemp("multi"), "experiment=multihead_cnn_mnist")
 
 
 @pytest.fixture(scope="module")
