@@ -6,7 +6,6 @@ pruning callback with a fake trainer; slow tests run ``src/train.py`` end to end
 
 import math
 import multiprocessing
-import multiprocessing.synchronize
 import os
 import subprocess
 import sys
@@ -290,17 +289,20 @@ def test_trial_beyond_the_budget_is_not_run(tmp_path: Path) -> None:
     assert "budget" in trials[1].user_attrs["fail_reason"]
 
 
-def _formula_worker(
-    tmp_path: Path, worker: int, start: multiprocessing.synchronize.Barrier
-) -> None:
-    def slow_parabola(params: dict) -> float:
+def _formula_worker(tmp_path: Path, worker: int, running: list) -> None:
+    def parabola_once_both_run(params: dict) -> float:
+        # Both workers must be inside a trial before either finishes one, so a worker that
+        # starts late (a busy CI machine) cannot find the whole budget already spent.
+        running[worker].set()
+        assert running[1 - worker].wait(timeout=60), "the other worker never started a trial"
         time.sleep(0.05)  # let the workers interleave
         return parabola(params)
 
     sampler = {"_target_": "optuna.samplers.RandomSampler", "seed": worker}
-    sweeper, _ = make_sweeper(tmp_path, slow_parabola, n_trials=8, n_jobs=2, sampler=sampler)
+    sweeper, _ = make_sweeper(
+        tmp_path, parabola_once_both_run, n_trials=8, n_jobs=2, sampler=sampler
+    )
     sweeper.config.hydra.sweep.dir = str(tmp_path / f"worker{worker}")
-    start.wait()
     sweeper.sweep([])
 
 
@@ -317,8 +319,10 @@ def assert_shared_study_is_consistent(study: optuna.Study, n_trials: int) -> Non
 
 def test_two_worker_processes_share_one_study(tmp_path: Path) -> None:
     context = multiprocessing.get_context("fork")  # the workers only need Optuna and SQLite
-    start = context.Barrier(2)
-    workers = [context.Process(target=_formula_worker, args=(tmp_path, i, start)) for i in range(2)]
+    running = [context.Event(), context.Event()]
+    workers = [
+        context.Process(target=_formula_worker, args=(tmp_path, i, running)) for i in range(2)
+    ]
     for worker in workers:
         worker.start()
     for worker in workers:
