@@ -13,6 +13,7 @@ rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
 from src.utils import (  # noqa: E402
     RankedLogger,
     extras,
+    freeze_imported_objects,
     instantiate_callbacks,
     instantiate_loggers,
     instantiate_model,
@@ -78,4 +79,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    freeze_imported_objects()
     main()

@@ -26,7 +26,12 @@ from torch import nn
 
 rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
 
-from src.utils import RankedLogger, extras, task_wrapper  # noqa: E402
+from src.utils import (  # noqa: E402
+    RankedLogger,
+    extras,
+    freeze_imported_objects,
+    task_wrapper,
+)
 from src.utils.instantiators import load_model_from_checkpoint  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -166,4 +171,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    freeze_imported_objects()
     main()

@@ -33,7 +33,12 @@ from torchvision.transforms import v2
 rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
 
 from src.data.components.memory import InMemoryImages, keep_batch  # noqa: E402
-from src.utils import RankedLogger, extras, task_wrapper  # noqa: E402
+from src.utils import (  # noqa: E402
+    RankedLogger,
+    extras,
+    freeze_imported_objects,
+    task_wrapper,
+)
 from src.utils.instantiators import (  # noqa: E402
     check_trusted_targets,
     load_model_from_checkpoint,
@@ -270,4 +275,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    freeze_imported_objects()
     main()

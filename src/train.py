@@ -19,6 +19,7 @@ rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
 from src.utils import (  # noqa: E402
     RankedLogger,
     extras,
+    freeze_imported_objects,
     get_metric_value,
     instantiate_callbacks,
     instantiate_loggers,
@@ -108,4 +109,5 @@ def main(cfg: DictConfig) -> float | None:
 torch.set_float32_matmul_precision("high")
 
 if __name__ == "__main__":
+    freeze_imported_objects()
     main()

@@ -165,6 +165,38 @@ def test_simple_cnn_matches_the_spec_layout() -> None:
     assert multi.loss_weights == {"digit": 1.0, "thickness": 0.5, "smoothness": 0.5}
 
 
+def test_simple_cnn_depth_width_and_batch_norm_options() -> None:
+    """Extra blocks pool again, two convolutions per block stack, batch norm can be left out."""
+    net = SimpleCNN(
+        in_channels=3,
+        image_size=32,
+        conv1_channels=8,
+        conv2_channels=16,
+        extra_channels=[32],
+        convs_per_block=2,
+        batch_norm=False,
+        fc_hidden=24,
+        pool_size=4,
+    )
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [
+        (3, 8), (8, 8), (8, 16), (16, 16), (16, 32), (32, 32)
+    ]  # fmt: skip
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    pools = [m for m in net.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(pools) == 3  # 32 -> 16 -> 8 -> 4
+    assert net.forward_features(torch.randn(2, 3, 32, 32)).shape == (2, 24)
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    conv_params = sum(c.weight.numel() + c.bias.numel() for c in convs)
+    assert count(net) == conv_params + (32 * 16 + 1) * 24 + (24 + 1) * 10
+
+    # batch norm off removes exactly its affine parameters from the default network
+    assert count(SimpleCNN()) - count(SimpleCNN(batch_norm=False)) == 2 * (32 + 64)
+
+    with pytest.raises(ValueError, match="at least 16x16, got 8"):
+        SimpleCNN(image_size=8, extra_channels=[64, 64])
+
+
 def test_network_arguments_override_from_the_command_line() -> None:
     """The spec's example ``model.net.conv1_channels=64 model.net.dropout=0.5`` takes effect."""
     net = build("mnist_cnn", "model.net.conv1_channels=64", "model.net.dropout=0.5").net

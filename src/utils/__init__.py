@@ -2,12 +2,13 @@ from src.utils.instantiators import instantiate_callbacks, instantiate_loggers, 
 from src.utils.logging_utils import log_hyperparameters
 from src.utils.pylogger import RankedLogger
 from src.utils.rich_utils import enforce_tags, print_config_tree
-from src.utils.utils import extras, get_metric_value, task_wrapper
+from src.utils.utils import extras, freeze_imported_objects, get_metric_value, task_wrapper
 
 __all__ = [
     "RankedLogger",
     "enforce_tags",
     "extras",
+    "freeze_imported_objects",
     "get_metric_value",
     "instantiate_callbacks",
     "instantiate_loggers",
