@@ -192,12 +192,9 @@ def save_results(path: Path, recipe: dict[str, Any], rows: dict[str, dict[str, A
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     """Command-line options; everything after ``--`` is a Hydra override for every run."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, overrides = argv[:cut], argv[cut + 1 :]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # argparse puts everything after a bare ``--`` into this positional
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, after --")
     parser.add_argument("--configs", nargs="+", help="model configs (default: one per family)")
     parser.add_argument("--all", action="store_true", help="every model config")
     parser.add_argument("--no-train", action="store_true", help="only count parameters (fast)")
@@ -226,7 +223,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     args = parser.parse_args(argv)
     if args.limit_train_batches > 1:
         args.limit_train_batches = int(args.limit_train_batches)
-    return args, overrides
+    return args, args.overrides
 
 
 def main(argv: list[str] | None = None) -> str:

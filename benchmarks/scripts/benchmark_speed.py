@@ -548,12 +548,9 @@ def render_table(report: dict[str, Any]) -> None:
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     """Command-line options; everything after ``--`` is a Hydra override for every model."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, overrides = argv[:cut], argv[cut + 1 :]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # argparse puts everything after a bare ``--`` into this positional
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every model, after --")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="model configs")
     parser.add_argument("--precision", default="32", choices=["32", "bf16-mixed"])
     parser.add_argument("--channels-last", action="store_true", help="channels-last layout")
@@ -574,7 +571,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     )
     parser.add_argument("--refresh-rate", type=int, default=10, help="progress bar refresh (10)")
     parser.add_argument("--json", type=Path, help="write the results to this JSON file")
-    return parser.parse_args(argv), overrides
+    args = parser.parse_args(argv)
+    return args, args.overrides
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
