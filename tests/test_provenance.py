@@ -1,5 +1,6 @@
 """run_info.yaml provenance, secret masking and same-seed reproducibility."""
 
+import gc
 import logging
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from src.train import train
 from src.utils import extras
 from src.utils.provenance import git_state, package_versions
 from src.utils.secrets import MASK, collect_secrets, is_secret_name, redact, redact_text
-from src.utils.utils import task_wrapper
+from src.utils.utils import freeze_imported_objects, task_wrapper
 from tests.conftest import ROOT
 
 TINY = {
@@ -86,6 +87,29 @@ def test_run_info_can_be_turned_off(cfg_train: DictConfig, tmp_path: Path) -> No
         cfg_train.extras.run_info = False
     task(cfg_train)
     assert not (tmp_path / "run_info.yaml").exists()
+
+
+def test_task_wrapper_does_not_import_wandb_to_close_no_run(
+    cfg_train: DictConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Importing wandb costs ~0.8 s; a run without the wandb logger must not pay it at exit."""
+    monkeypatch.delitem(sys.modules, "wandb", raising=False)
+
+    @task_wrapper
+    def task(cfg: DictConfig) -> tuple[dict, dict]:
+        return {}, {}
+
+    task(cfg_train)
+    assert "wandb" not in sys.modules
+
+
+def test_freeze_imported_objects_exempts_them_from_collection() -> None:
+    before = gc.get_freeze_count()
+    try:
+        freeze_imported_objects()
+        assert gc.get_freeze_count() > before + 10_000  # the imported libraries' objects
+    finally:
+        gc.unfreeze()
 
 
 def test_git_state_outside_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
