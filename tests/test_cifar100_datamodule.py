@@ -135,7 +135,8 @@ def test_experiment_configs(experiment: str) -> None:
     """Each benchmark experiment: fixed seed, tags, a one-cycle recipe, and a net whose class
     count matches the data's."""
     cfg = compose_config("train.yaml", [f"experiment={experiment}"])
-    assert cfg.seed == 12345 and len(cfg.tags) >= 2 and cfg.trainer.max_epochs >= 30
+    assert cfg.seed == 12345 and len(cfg.tags) >= 2
+    assert cfg.trainer.max_epochs >= 15  # a full recipe, not the 5-epoch quick runs
     assert cfg.model.scheduler._target_.endswith("OneCycleLR")
     assert cfg.model.scheduler_interval == "step"
     assert cfg.model.criterion.label_smoothing == 0.1
