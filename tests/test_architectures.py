@@ -197,6 +197,65 @@ def test_simple_cnn_depth_width_and_batch_norm_options() -> None:
         SimpleCNN(image_size=8, extra_channels=[64, 64])
 
 
+def _spec_order_forward(net: SimpleCNN, x: torch.Tensor) -> torch.Tensor:
+    """The spec's ``Conv -> [BN] -> ReLU -> MaxPool`` order, written out with the net's weights."""
+    for block in net.features:
+        if not isinstance(block, torch.nn.Sequential):
+            break
+        for layer in block:
+            if isinstance(layer, (torch.nn.Conv2d, torch.nn.BatchNorm2d)):
+                x = layer(x)
+                if isinstance(layer, torch.nn.BatchNorm2d) or not any(
+                    isinstance(m, torch.nn.BatchNorm2d) for m in block
+                ):
+                    x = torch.relu(x)
+        x = torch.nn.functional.max_pool2d(x, 2)
+    return net.head(net.features[len(net.features) - 5 :](x))
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_simple_cnn_pools_before_relu_without_changing_the_function(batch_norm: bool) -> None:
+    """Pool-then-ReLU is the spec's ReLU-then-pool (they commute), state-dict keys unchanged."""
+    torch.manual_seed(0)
+    net = SimpleCNN(batch_norm=batch_norm, convs_per_block=2, dropout=0.0).eval()
+    x = torch.randn(4, 1, 28, 28)
+    torch.testing.assert_close(net(x), _spec_order_forward(net, x))
+    keys = {k for k in net.state_dict() if "features.0." in k}
+    second_conv = 3 if batch_norm else 2  # Conv, [BN], ReLU, Conv, ...
+    expected = {"features.0.0.weight", "features.0.0.bias", f"features.0.{second_conv}.weight"}
+    assert expected <= keys  # convs keep their indices: old checkpoints still load
+
+
+def test_simple_cnn_norm_after_pool_input_crop_and_identity_pool() -> None:
+    """BN after the pool normalizes the pooled map; input_crop equals cropping the data."""
+    torch.manual_seed(0)
+    net = SimpleCNN(norm_after_pool=True, input_crop=2, pool_size=6, dropout=0.0)
+    block = net.features[0]
+    kinds = [type(m).__name__ for m in block]
+    assert kinds == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"]
+    assert count(net) == count(SimpleCNN(pool_size=6))  # same parameters, other order
+
+    x = torch.randn(8, 1, 28, 28)
+    net(x)  # BN statistics on pooled maps: running mean moves
+    assert not torch.allclose(block[2].running_mean, torch.zeros(32))
+    net.eval()
+    uncropped = SimpleCNN(norm_after_pool=True, image_size=24, pool_size=6, dropout=0.0)
+    uncropped.load_state_dict(net.state_dict())
+    uncropped.eval()
+    torch.testing.assert_close(net(x), uncropped(x[..., 2:26, 2:26]))
+
+    # 24 -> 12 -> 6: the adaptive pool is already at its size and passes the map through
+    pool = net.features[2]
+    maps = torch.randn(2, 64, 6, 6)
+    assert pool(maps) is maps
+    assert pool(torch.randn(2, 64, 12, 12)).shape == (2, 64, 6, 6)
+
+    with pytest.raises(ValueError, match="input_crop=14"):
+        SimpleCNN(input_crop=14)
+    with pytest.raises(ValueError, match="at least 4x4, got 2 .image_size=28, input_crop=13"):
+        SimpleCNN(input_crop=13)
+
+
 def test_network_arguments_override_from_the_command_line() -> None:
     """The spec's example ``model.net.conv1_channels=64 model.net.dropout=0.5`` takes effect."""
     net = build("mnist_cnn", "model.net.conv1_channels=64", "model.net.dropout=0.5").net

@@ -33,7 +33,7 @@ def test_benchmark_writes_json_with_ratio(tmp_path: Path) -> None:
     """A tiny end-to-end MNIST run: both loops measured, ratio and time to target in the JSON."""
     out = tmp_path / "speed.json"
     argv = ["--models", "mnist", "--steps", "3", "--warmup", "1", "--batch-size", "64"]
-    argv += ["--target", "0.3", "--max-epochs", "1", "--json", str(out)]
+    argv += ["--target", "0.3", "--max-epochs", "1", "--repeats", "2", "--json", str(out)]
     load_script().main([*argv, "--", "data.train_val_test_split=[1000,200,500]"])
 
     report = json.loads(out.read_text())
@@ -42,6 +42,8 @@ def test_benchmark_writes_json_with_ratio(tmp_path: Path) -> None:
     assert row["train_images"] == 1000
     for loop in ("template", "plain"):
         assert row[loop]["images_per_s"] > 0
+        runs = row[loop]["images_per_s_runs"]
+        assert len(runs) == 2 and row[loop]["images_per_s"] == max(runs)
         assert row[loop]["peak_mib"] > 0
         assert row[loop]["time_to_target_s"] > 0 and row[loop]["target_epoch"] == 1
         assert row[loop]["test_acc"] >= 0.3
@@ -65,6 +67,7 @@ def test_benchmark_fake_cifar_without_files(tmp_path: Path) -> None:
     assert row["data"] == "CIFAR10DataModule (fake)"
     assert row["target_acc"] is None and "time_to_target_s" not in row["template"]
     assert row["ratio"]["images_per_s"] > 0 and row["ratio"]["time_to_target"] is None
+    assert [len(row[loop]["images_per_s_runs"]) for loop in ("plain", "template")] == [3, 3]
 
 
 def test_plain_loop_learns_and_matches_the_template_net() -> None:

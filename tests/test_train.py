@@ -96,3 +96,52 @@ def test_old_config_without_criterion(cfg_train: DictConfig) -> None:
         del cfg_train.model.criterion
     metrics = run(cfg_train, **{"trainer.fast_dev_run": True})
     assert "test/acc" in metrics
+
+
+def _direct_metrics(model, datamodule, loader) -> tuple[float, float]:
+    """Accuracy and per-image mean loss of ``model`` over ``loader``, computed by hand."""
+    model.eval()
+    correct, loss_sum, seen = 0, 0.0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            logits = model(datamodule.transform(x))
+            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, y)) * len(y)
+            seen += len(y)
+    return correct / seen, loss_sum / seen
+
+
+def test_epoch_metrics_equal_a_direct_computation(tmp_path: Path) -> None:
+    """Logged accuracy and loss cover the whole split and nothing else: metrics accumulate by
+    ``update``, are logged once per epoch and reset, so the sanity check's batches do not leak
+    into the first validation and testing twice gives the same values."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from tests.conftest import TINY_SPLIT, compose_config
+
+    # 500 val / 1000 test images in batches of 96: the short last batch tests the weighting
+    cfg = compose_config("train.yaml", [TINY_SPLIT, "model=mnist_cnn", "data.batch_size=96"])
+    torch.manual_seed(0)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    trainer = L.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        limit_train_batches=3,
+        num_sanity_val_steps=2,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    val_acc, val_loss = _direct_metrics(model, datamodule, datamodule.val_dataloader())
+    assert float(trainer.callback_metrics["val/acc"]) == pytest.approx(val_acc, abs=1e-6)
+    assert float(trainer.callback_metrics["val/loss"]) == pytest.approx(val_loss, rel=1e-4)
+
+    first = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    second = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    test_acc, test_loss = _direct_metrics(model, datamodule, datamodule.test_dataloader())
+    for logged in (first, second):
+        assert logged["test/acc"] == pytest.approx(test_acc, abs=1e-6)
+        assert logged["test/loss"] == pytest.approx(test_loss, rel=1e-4)
