@@ -199,9 +199,8 @@ def test_simple_cnn_depth_width_and_batch_norm_options() -> None:
 
 def _spec_order_forward(net: SimpleCNN, x: torch.Tensor) -> torch.Tensor:
     """The spec's ``Conv -> [BN] -> ReLU -> MaxPool`` order, written out with the net's weights."""
-    for block in net.features:
-        if not isinstance(block, torch.nn.Sequential):
-            break
+    blocks = [m for m in net.features if isinstance(m, torch.nn.Sequential)]
+    for block in blocks:
         for layer in block:
             if isinstance(layer, (torch.nn.Conv2d, torch.nn.BatchNorm2d)):
                 x = layer(x)
@@ -210,7 +209,7 @@ def _spec_order_forward(net: SimpleCNN, x: torch.Tensor) -> torch.Tensor:
                 ):
                     x = torch.relu(x)
         x = torch.nn.functional.max_pool2d(x, 2)
-    return net.head(net.features[len(net.features) - 5 :](x))
+    return net.head(net.features[len(blocks) :](x))  # pool, flatten, hidden layer
 
 
 @pytest.mark.parametrize("batch_norm", [True, False])

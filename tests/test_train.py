@@ -2,12 +2,15 @@
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.train import train
+from tests.conftest import TINY_SPLIT, compose_config
 
 
 def run(cfg: DictConfig, **overrides) -> dict:
@@ -115,11 +118,6 @@ def test_epoch_metrics_equal_a_direct_computation(tmp_path: Path) -> None:
     """Logged accuracy and loss cover the whole split and nothing else: metrics accumulate by
     ``update``, are logged once per epoch and reset, so the sanity check's batches do not leak
     into the first validation and testing twice gives the same values."""
-    import lightning as L
-    from hydra.utils import instantiate
-
-    from tests.conftest import TINY_SPLIT, compose_config
-
     # 500 val / 1000 test images in batches of 96: the short last batch tests the weighting
     cfg = compose_config("train.yaml", [TINY_SPLIT, "model=mnist_cnn", "data.batch_size=96"])
     torch.manual_seed(0)

@@ -463,15 +463,13 @@ def benchmark_model(
     row["template"] = template_run(cfg, datamodule, args, device, target)
     # Throughput is the best of --repeats runs, plain and template alternating: load on a
     # shared machine comes and goes, and the fastest run is the one least disturbed by it.
-    for loop in ("plain", "template"):
-        row[loop]["images_per_s_runs"] = [row[loop]["images_per_s"]]
+    loops = {"plain": plain_run, "template": template_run}
+    throughputs = {loop: [row[loop]["images_per_s"]] for loop in loops}
     for _ in range(args.repeats - 1):
-        for loop, run in (("plain", plain_run), ("template", template_run)):
-            row[loop]["images_per_s_runs"].append(
-                run(cfg, datamodule, args, device, None)["images_per_s"]
-            )
-    for loop in ("plain", "template"):
-        row[loop]["images_per_s"] = max(row[loop]["images_per_s_runs"])
+        for loop, run in loops.items():
+            throughputs[loop].append(run(cfg, datamodule, args, device, None)["images_per_s"])
+    for loop, values in throughputs.items():
+        row[loop] |= {"images_per_s": max(values), "images_per_s_runs": values}
     t, p = row["template"], row["plain"]
     row["ratio"] = {
         "images_per_s": t["images_per_s"] / p["images_per_s"],
