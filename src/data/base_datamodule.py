@@ -8,6 +8,8 @@ device, and the two input pipelines:
 - ``in_memory=true`` (default): batches are tensor slices; normalization and augmentation run
   batch-wise on the training device in :meth:`on_after_batch_transfer`. With
   ``data_on_device=true`` the whole dataset is moved to the GPU once.
+  Loaders iterated by hand, outside a Trainer, yield the same normalized float batches
+  (:class:`NormalizedBatches`), as in the original template.
 - ``in_memory=false``: classic per-sample torchvision v2 transforms in DataLoader workers, for
   datasets that do not fit in memory (subclasses may override :meth:`per_sample_dataset`).
 
@@ -89,6 +91,26 @@ class ResumableDataLoader(DataLoader):
         self.sampler.seed = state_dict["seed"]
         self.sampler.set_epoch(state_dict["epoch"])
         self.sampler.skip = state_dict["samples"]
+
+
+class NormalizedBatches:
+    """Collate for loaders used outside a Trainer: uint8 slices become normalized float batches,
+    training ones augmented. Augmentation draws from its own seeded stream, so iterating such a
+    loader leaves the global RNG (and thus a later run) untouched."""
+
+    def __init__(self, transform: Callable[..., torch.Tensor], train: bool, seed: int = 0) -> None:
+        self.transform = transform
+        self.train = train
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, batch: Any) -> tuple[torch.Tensor, Any]:
+        x, y = keep_batch(batch)
+        if not self.train:
+            return self.transform(x, train=False), y
+        seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(x, train=True), y
 
 
 class InMemoryDataModule(LightningDataModule):
@@ -237,12 +259,19 @@ class InMemoryDataModule(LightningDataModule):
             drop_last=False,
             num_workers=workers,
             pin_memory=self.hparams.pin_memory and not on_device,
-            collate_fn=keep_batch if fast else None,
+            collate_fn=self._collate(train) if fast else None,
             persistent_workers=self.hparams.persistent_workers and workers > 0,
             # Its own generator: iterating a loader must not consume the global RNG.
             generator=torch.Generator().manual_seed(0),
             **kwargs,
         )
+
+    def _collate(self, train: bool) -> Callable[[Any], Any]:
+        """Inside a Trainer, batches stay uint8 (normalized later, on the device); a loader
+        iterated by hand yields the float batches the model sees, as the original template's do."""
+        if self.trainer is not None:
+            return keep_batch
+        return NormalizedBatches(self.transform, train=train)
 
     def _train_sampler(self, dataset: Dataset) -> EpochSampler:
         """The (seed, epoch)-ordered sampler of this rank; the seed is the run's seed."""
@@ -295,4 +324,10 @@ class InMemoryDataModule(LightningDataModule):
             restore_rng_state(state_dict["rng"])
 
 
-__all__ = ["EpochSampler", "InMemoryDataModule", "ResumableDataLoader", "index_labels"]
+__all__ = [
+    "EpochSampler",
+    "InMemoryDataModule",
+    "NormalizedBatches",
+    "ResumableDataLoader",
+    "index_labels",
+]
