@@ -1,6 +1,8 @@
 """Bad input fails early with a message naming the bad value and what would be valid.
 
-One test (or a few) per case of issue 7, item 5; each asserts on the message text.
+One test (or a few) per kind of bad input: unknown config options, model/data mismatches, bad
+losses, broken or missing data files, non-finite losses and bad checkpoints; each asserts on the
+message text.
 """
 
 import gzip
