@@ -33,6 +33,7 @@ from src.utils import (  # noqa: E402
     task_wrapper,
 )
 from src.utils.instantiators import load_model_from_checkpoint  # noqa: E402
+from src.utils.utils import require_values  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
 
@@ -135,6 +136,7 @@ def export(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     fmt = str(cfg.format)
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r} is not one of {list(FORMATS)}.")
+    require_values(cfg, {"ckpt_path": "<run>/checkpoints/last.ckpt"})
     module, metadata = load_model_from_checkpoint(cfg.ckpt_path)
     if not metadata.get("input_shape"):
         raise ValueError(f"{cfg.ckpt_path} does not record the model's input shape.")

@@ -43,6 +43,7 @@ from src.utils.instantiators import (  # noqa: E402
     check_trusted_targets,
     load_model_from_checkpoint,
 )
+from src.utils.utils import require_values  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
 
@@ -246,6 +247,9 @@ def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     :return: ``({"num_predictions": N}, objects)``; objects include ``rows`` and the file paths.
     """
+    require_values(
+        cfg, {"ckpt_path": "<run>/checkpoints/last.ckpt", "input": "<image|folder|split:test>"}
+    )
     module, metadata = load_model_from_checkpoint(cfg.ckpt_path)
     if not metadata.get("input_shape"):
         raise ValueError(f"{cfg.ckpt_path} does not record the model's input shape.")

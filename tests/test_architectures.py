@@ -26,12 +26,12 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 MODEL_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 #: Model configs that are not models but the shared base the others extend.
 BASE_CONFIGS = {"classifier"}
-#: Names without a size, or (spec compatibility) with a size that is not the real one:
-#: ``{config: parameter count the spec states}``.
+#: Names without a size, or (kept for compatibility) with a size that is not the real one:
+#: ``{config: its stated parameter count}``.
 LEGACY_NAMES = {
     "mnist": 68_048,  # the original template's default SimpleDenseNet
-    "mnist_cnn": 421_482,  # spec's short name for SimpleCNN 421K
-    "mnist_convnext_68k": 73_000,  # spec's example name for ConvNeXt-V2 small (73K)
+    "mnist_cnn": 421_482,  # short name for SimpleCNN 421K
+    "mnist_convnext_68k": 73_000,  # compatibility name for ConvNeXt-V2 small (73K)
     "cifar10_cnn_64k": 3_300_000,
     "cifar10_convnext_210k": 288_000,
     "cifar100_cnn_64k": 3_300_000,
@@ -98,7 +98,7 @@ def random_batch(
 
 
 def test_every_config_is_covered() -> None:
-    """The spec's families, sizes and legacy names all exist as model configs."""
+    """Every architecture family, size and compatibility name exists as a model config."""
     expected = {
         "mnist", "mnist_sdn_8k", "mnist_sdn_68k", "mnist_cnn", "mnist_cnn_8k", "mnist_cnn_68k",
         "mnist_cnn_421k", "mnist_multihead_cnn_422k", "mnist_efficientnet_22k",
@@ -146,7 +146,7 @@ def test_model_config_trains_a_step(name: str) -> None:
 
 
 def test_simple_cnn_matches_the_spec_layout() -> None:
-    """SimpleCNN 421K is the spec's network; the multihead variant adds exactly two heads."""
+    """SimpleCNN 421K is the classic MNIST CNN; the multihead variant adds exactly two heads."""
     net = build("mnist_cnn_421k").net
     assert isinstance(net, SimpleCNN)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -156,7 +156,7 @@ def test_simple_cnn_matches_the_spec_layout() -> None:
         (32, 64, (3, 3)),
     ]
     assert [(fc.in_features, fc.out_features) for fc in linears] == [(3136, 128), (128, 10)]
-    # The spec's architecture has 421,834 parameters (its text rounds to 421,482).
+    # The classic layout has 421,834 parameters (its stated size is 421,482).
     assert count(net) == 421_834
 
     multi = build("mnist_multihead_cnn_422k")
@@ -198,7 +198,7 @@ def test_simple_cnn_depth_width_and_batch_norm_options() -> None:
 
 
 def _spec_order_forward(net: SimpleCNN, x: torch.Tensor) -> torch.Tensor:
-    """The spec's ``Conv -> [BN] -> ReLU -> MaxPool`` order, written out with the net's weights."""
+    """The classic ``Conv -> [BN] -> ReLU -> MaxPool`` order, written out with the net's weights."""
     blocks = [m for m in net.features if isinstance(m, torch.nn.Sequential)]
     for block in blocks:
         for layer in block:
@@ -214,7 +214,7 @@ def _spec_order_forward(net: SimpleCNN, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("batch_norm", [True, False])
 def test_simple_cnn_pools_before_relu_without_changing_the_function(batch_norm: bool) -> None:
-    """Pool-then-ReLU is the spec's ReLU-then-pool (they commute), state-dict keys unchanged."""
+    """Pool-then-ReLU equals the classic ReLU-then-pool (they commute), state-dict keys unchanged."""
     torch.manual_seed(0)
     net = SimpleCNN(batch_norm=batch_norm, convs_per_block=2, dropout=0.0).eval()
     x = torch.randn(4, 1, 28, 28)
@@ -256,7 +256,7 @@ def test_simple_cnn_norm_after_pool_input_crop_and_identity_pool() -> None:
 
 
 def test_network_arguments_override_from_the_command_line() -> None:
-    """The spec's example ``model.net.conv1_channels=64 model.net.dropout=0.5`` takes effect."""
+    """The example ``model.net.conv1_channels=64 model.net.dropout=0.5`` takes effect."""
     net = build("mnist_cnn", "model.net.conv1_channels=64", "model.net.dropout=0.5").net
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     dropouts = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
@@ -265,9 +265,9 @@ def test_network_arguments_override_from_the_command_line() -> None:
 
 
 def test_short_names_resolve_to_their_models() -> None:
-    """``model=mnist`` stays SimpleDenseNet 68K; the spec's short names alias the sized configs."""
+    """``model=mnist`` stays SimpleDenseNet 68K; the short names alias the sized configs."""
     assert isinstance(build("mnist").net, SimpleDenseNet)
-    assert count(build("mnist").net) == 67_978  # the spec's text says 68,048
+    assert count(build("mnist").net) == 67_978  # its stated size is 68,048
     for alias, target in [
         ("mnist_cnn", "mnist_cnn_421k"),
         ("mnist_convnext_68k", "mnist_convnext_73k"),

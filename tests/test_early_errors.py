@@ -1,6 +1,8 @@
 """Bad input fails early with a message naming the bad value and what would be valid.
 
-One test (or a few) per case of issue 7, item 5; each asserts on the message text.
+One test (or a few) per kind of bad input: unknown config options, model/data mismatches, bad
+losses, broken or missing data files, non-finite losses and bad checkpoints; each asserts on the
+message text.
 """
 
 import gzip
@@ -555,3 +557,15 @@ def test_save_on_exception_does_not_write_the_bad_weights(tmp_path: Path) -> Non
     with pytest.raises(NonFiniteLossError, match="at global step 7"):
         train(nan_run(tmp_path, *overrides))
     assert checkpoints_are_good(tmp_path / "checkpoints") == {"epoch_000.ckpt": 5, "last.ckpt": 5}
+
+
+def test_empty_tags_without_a_terminal_is_a_clear_error(cfg_train: DictConfig, monkeypatch) -> None:
+    """``tags=[]`` in a batch job: no prompt that ends in EOFError, an error naming ``tags``."""
+    from src.utils.rich_utils import enforce_tags
+
+    with open_dict(cfg_train):
+        cfg_train.tags = []
+    HydraConfig().set_config(cfg_train)
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+    with pytest.raises(ValueError, match=r"tags=\[\] is empty and there is no terminal"):
+        enforce_tags(cfg_train)

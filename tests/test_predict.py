@@ -245,3 +245,27 @@ def test_predict_command_line(single_ckpt: Path, image_folder: Path, tmp_path: P
     assert len(run_dirs) == 1
     assert (run_dirs[0] / "predictions.csv").read_text().count("\n") == 2
     assert json.loads((run_dirs[0] / "predictions.json").read_text())["predictions"]
+
+
+def test_predict_without_input_names_the_key(tmp_path: Path, single_ckpt: Path) -> None:
+    """No omegaconf traceback: one error saying which key to add, with an example."""
+    cfg = compose_config("predict.yaml", [f"ckpt_path={single_ckpt}"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.extras.print_config = False
+    HydraConfig().set_config(cfg)
+    with pytest.raises(ValueError, match=r"input must be set\. Fix: add input=<image\|folder"):
+        predict(cfg)
+    assert not (tmp_path / "predictions.csv").exists()
+
+
+def test_export_without_checkpoint_names_the_key(tmp_path: Path) -> None:
+    from src.export import export
+
+    cfg = compose_config("export.yaml")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.extras.print_config = False
+    HydraConfig().set_config(cfg)
+    with pytest.raises(ValueError, match=r"ckpt_path must be set\. Fix: add ckpt_path="):
+        export(cfg)

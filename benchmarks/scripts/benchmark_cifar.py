@@ -47,7 +47,7 @@ EXPERIMENTS = {
     ("cifar100", "convnext"): "cifar100_benchmark_convnext",
     ("cifar100_coarse", "cnn"): "cifar100_coarse_cnn",
 }
-# Test accuracy ranges the spec expects from the full recipes (percent).
+# Target test accuracy ranges for the full recipes (percent).
 EXPECTED = {
     ("cifar10", "cnn"): (85, 92),
     ("cifar10", "convnext"): (90, 95),
@@ -484,7 +484,7 @@ def write_report(
     argv: Sequence[str],
     notes: Sequence[str],
 ) -> None:
-    """``report.md``: settings, the results table with the spec's expected ranges, plots, failures."""
+    """``report.md``: settings, the results table with the expected (target) ranges, plots, failures."""
     commits = sorted({r.get("git_commit") or "unknown" for r in results})
     devices = sorted({r["device"] for r in results if r.get("device")}) or ["-"]
     lines = [

@@ -7,7 +7,7 @@
   stroke end (see :func:`stroke_width`). The widths are cut into 5 classes at the 20/40/60/80 %
   quantiles of the official *training* images; the same thresholds label the test images, so each
   class holds about a fifth of the training set.
-- **smoothness** (3 classes) follows the digit's shape (the spec's table): 0, 6, 8, 9 are smooth
+- **smoothness** (3 classes) follows the digit's shape: 0, 6, 8, 9 are smooth
   (2); 2, 3, 5 medium (1); 1, 4, 7 angular (0).
 
 Stroke widths are computed once per split on the whole uint8 tensor (vectorised: about 10-30 s for
@@ -218,7 +218,7 @@ class MNISTAttributeLabels:
     :param cache_dir: Folder for the stroke-width cache files (next to the data).
     :param read_split: ``read_split(train) -> (uint8 images, digit labels)`` of an official split;
         used to get the training images whose quantiles set the thickness thresholds.
-    :param thickness_classes: Number of equal-frequency thickness classes (5 in the spec).
+    :param thickness_classes: Number of equal-frequency thickness classes (5 by default).
     """
 
     def __init__(

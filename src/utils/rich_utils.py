@@ -1,5 +1,6 @@
 """Pretty-print the config tree and enforce run tags."""
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,6 +76,12 @@ def enforce_tags(cfg: DictConfig, save_to_file: bool = False) -> None:
     if not cfg.get("tags"):
         if "id" in HydraConfig().cfg.hydra.job:
             raise ValueError("Specify tags before launching a multirun!")
+        if not sys.stdin.isatty():  # a batch job or pipe: nobody can answer the prompt
+            raise ValueError(
+                f"tags={list(cfg.get('tags') or [])} is empty and there is no terminal to ask "
+                "for tags. Fix: pass tags, e.g. tags='[baseline,cnn]', or turn the check off "
+                "with extras.enforce_tags=false."
+            )
         log.warning("No tags provided in config. Prompting user to input tags...")
         tags = Prompt.ask("Enter a list of comma separated tags", default="dev")
         tags = [t.strip() for t in tags.split(",") if t != ""]

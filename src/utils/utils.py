@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.utils import pylogger, rich_utils
 from src.utils.provenance import finish_run_info, write_run_info
@@ -99,3 +99,16 @@ def freeze_imported_objects() -> None:
     imports, at the start of a command-line entry point.
     """
     gc.freeze()
+
+
+def require_values(cfg: DictConfig, hints: dict[str, str]) -> None:
+    """Raise one short error for each mandatory key (``???`` in the config) left unset.
+
+    :param cfg: The task config.
+    :param hints: ``{key: example value}``; the example goes into the message.
+    :raises ValueError: Naming every missing key with an example of how to set it.
+    """
+    missing = [key for key in hints if OmegaConf.is_missing(cfg, key) or cfg.get(key) is None]
+    if missing:
+        fixes = " ".join(f"{key}={hints[key]}" for key in missing)
+        raise ValueError(f"{', '.join(missing)} must be set. Fix: add {fixes} to the command.")

@@ -1,7 +1,7 @@
 """SimpleCNN: a stack of convolution blocks and a hidden linear layer, single-head or multihead.
 
-With the defaults it is the spec's MNIST network (421,834 parameters; the spec rounds its count
-to 421,482): ``Conv(1->32) -> BN -> ReLU -> MaxPool``, ``Conv(32->64) -> BN -> ReLU -> MaxPool``,
+With the defaults it is the classic two-block MNIST CNN (421,834 parameters):
+``Conv(1->32) -> BN -> ReLU -> MaxPool``, ``Conv(32->64) -> BN -> ReLU -> MaxPool``,
 ``AdaptiveAvgPool(7x7)``, ``Linear(3136->128) -> ReLU -> Dropout(0.25)``, then the head(s).
 More blocks (``extra_channels``), two convolutions per block (``convs_per_block``), no batch
 norm or batch norm after the pool (cheaper on CPUs) and a border crop of the input give the
