@@ -145,7 +145,7 @@ def test_model_config_trains_a_step(name: str) -> None:
     )
 
 
-def test_simple_cnn_matches_the_spec_layout() -> None:
+def test_simple_cnn_matches_the_classic_layout() -> None:
     """SimpleCNN 421K is the classic MNIST CNN; the multihead variant adds exactly two heads."""
     net = build("mnist_cnn_421k").net
     assert isinstance(net, SimpleCNN)
@@ -197,7 +197,7 @@ def test_simple_cnn_depth_width_and_batch_norm_options() -> None:
         SimpleCNN(image_size=8, extra_channels=[64, 64])
 
 
-def _spec_order_forward(net: SimpleCNN, x: torch.Tensor) -> torch.Tensor:
+def _relu_then_pool_forward(net: SimpleCNN, x: torch.Tensor) -> torch.Tensor:
     """The classic ``Conv -> [BN] -> ReLU -> MaxPool`` order, written out with the net's weights."""
     blocks = [m for m in net.features if isinstance(m, torch.nn.Sequential)]
     for block in blocks:
@@ -218,7 +218,7 @@ def test_simple_cnn_pools_before_relu_without_changing_the_function(batch_norm: 
     torch.manual_seed(0)
     net = SimpleCNN(batch_norm=batch_norm, convs_per_block=2, dropout=0.0).eval()
     x = torch.randn(4, 1, 28, 28)
-    torch.testing.assert_close(net(x), _spec_order_forward(net, x))
+    torch.testing.assert_close(net(x), _relu_then_pool_forward(net, x))
     keys = {k for k in net.state_dict() if "features.0." in k}
     second_conv = 3 if batch_norm else 2  # Conv, [BN], ReLU, Conv, ...
     expected = {"features.0.0.weight", "features.0.0.bias", f"features.0.{second_conv}.weight"}
