@@ -29,11 +29,12 @@ from hydra.errors import HydraException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import TrialState
 
 from hydra_plugins.lhte_optuna_sweeper._search_space import SearchSpace
 from hydra_plugins.lhte_optuna_sweeper.trial_handle import open_storage, trial_env_overrides
+from src.utils.secrets import mask_url_passwords, redact_log_records, url_passwords
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class OptunaSweeperImpl:
         space = self._search_space(arguments)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        self._hide_storage_password()
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         study = self._open_study(sweep_dir)
         log.info(
@@ -146,6 +148,29 @@ class OptunaSweeperImpl:
                     )
         self._save_results(study, sweep_dir)
         return returns
+
+    def _hide_storage_password(self) -> None:
+        """Mask the storage URL's password in every log record and in the config Hydra saves.
+
+        The launcher writes ``multirun.yaml`` from this config and composes each trial from its
+        ``hydra.overrides``, so masking it here keeps the password out of the sweep folder;
+        ``self.storage_url`` keeps the real URL for Optuna (and the trials, through their
+        environment: the task masks it in its own files).
+        """
+        passwords = url_passwords(self.storage_url or "")
+        if not passwords:
+            return
+        redact_log_records(passwords)
+        assert self.config is not None
+        with read_write(self.config), open_dict(self.config):
+            sweeper = self.config.hydra.sweeper
+            raw = OmegaConf.to_container(sweeper, resolve=False).get("storage")
+            if isinstance(raw, str):  # an ${oc.env:...} interpolation is kept as it is
+                sweeper.storage = mask_url_passwords(raw)
+            for group in ("hydra", "task"):
+                overrides = self.config.hydra.overrides.get(group) or []
+                for i, override in enumerate(overrides):
+                    overrides[i] = _mask_override(override)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Compose each job's config once, so a bad override fails before any training."""
@@ -393,6 +418,17 @@ def _stale_callback_argument() -> str:
         if "heartbeat_stale_trial_callback" in arguments
         else "failed_trial_callback"
     )
+
+
+def _mask_override(override: str) -> str:
+    """``key=scheme://user:pw@host`` as ``key='scheme://user:<mask>@host'`` (quoted: the mask's
+    ``<``/``>`` are not valid in an unquoted override value)."""
+    key, sep, value = override.partition("=")
+    masked = mask_url_passwords(value)
+    if masked == value:
+        return override
+    quoted = value[:1] in ("'", '"')
+    return f"{key}{sep}{masked}" if quoted else f"{key}{sep}'{masked}'"
 
 
 def _masked(url: str | None) -> str:

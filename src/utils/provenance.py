@@ -20,7 +20,7 @@ from lightning_utilities.core.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.utils import pylogger
-from src.utils.secrets import collect_secrets, redact, redact_text
+from src.utils.secrets import collect_secrets, redact, redact_log_records, redact_text
 
 log = pylogger.RankedLogger(__name__, rank_zero_only=True)
 
@@ -114,8 +114,9 @@ def _write(info: dict[str, Any], path: Path) -> None:
 
 
 def scrub_hydra_files(output_dir: Path, secrets: set[str]) -> None:
-    """Mask secret values Hydra wrote into its run files (e.g. from a command-line override).
+    """Mask secret values and URL passwords Hydra wrote into its run files (``.hydra/*.yaml``).
 
+    They come from command-line overrides (``hydra.sweeper.storage=postgresql://u:pw@host/db``).
     Interpolations such as ``${oc.env:WANDB_API_KEY}`` are kept: only literal values are masked.
     """
     for path in output_dir.glob(".*hydra*/*.yaml"):  # .hydra and Lightning's .pl_hydra_rank_N
@@ -134,8 +135,10 @@ def write_run_info(cfg: DictConfig) -> Path | None:
         log.warning(f"run_info.yaml not written: no output folder ({err}).")
         return None
     path = output_dir / RUN_INFO
+    secrets = collect_secrets(cfg)
+    redact_log_records(secrets)  # the task's `<task>.log` and console
     _write(build_run_info(cfg), path)
-    scrub_hydra_files(output_dir, collect_secrets(cfg))
+    scrub_hydra_files(output_dir, secrets)
     return path
 
 
