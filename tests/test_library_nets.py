@@ -132,3 +132,11 @@ def test_timm_arguments_pass_through() -> None:
     net = TimmNet("convnext_atto", in_channels=3, image_size=32, num_classes=10, drop_path_rate=0.1)
     rates = [m.drop_prob for m in net.modules() if type(m).__name__ == "DropPath"]
     assert rates and max(rates) == pytest.approx(0.1)
+
+
+def test_timm_efficientnet_like_stem_stops_striding_on_small_images() -> None:
+    small = TimmNet("mobilenetv3_small_050", in_channels=1, image_size=28, num_classes=10)
+    assert small.backbone.conv_stem.stride == (1, 1)
+    assert forward_backward(small, (1, 28, 28)).shape == (2, 10)
+    large = TimmNet("mobilenetv3_small_050", in_channels=3, image_size=128, num_classes=10)
+    assert large.backbone.conv_stem.stride == (2, 2)

@@ -149,7 +149,9 @@ class TimmNet(nn.Module):
             raise
         if small:
             self._adapt_stem()
-        self.head = build_head(self.backbone.num_features, num_classes, heads_config, head_dropout)
+        # Nets with a pre-logits layer (MobileNetV3) output head_hidden_size, not num_features.
+        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.head = build_head(width, num_classes, heads_config, head_dropout)
 
     @staticmethod
     def _create(timm: Any, name: str, base: dict, small: bool, image_size: int) -> nn.Module:
