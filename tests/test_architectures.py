@@ -26,6 +26,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 MODEL_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 #: Model configs that are not models but the shared base the others extend.
 BASE_CONFIGS = {"classifier"}
+#: Networks by name from a library: their size depends on the name (tests/test_library_nets.py).
+LIBRARY_CONFIGS = {"timm", "torchvision"}
 #: Names without a size, or (kept for compatibility) with a size that is not the real one:
 #: ``{config: its stated parameter count}``.
 LEGACY_NAMES = {
@@ -46,7 +48,7 @@ DATASETS = {
     "cifar100_coarse": ((3, 32, 32), 20),
 }
 SIZE_SUFFIX = re.compile(r"_(\d+(?:\.\d+)?)([km])$")
-MODELS = [name for name in MODEL_CONFIGS if name not in BASE_CONFIGS]
+MODELS = [name for name in MODEL_CONFIGS if name not in BASE_CONFIGS | LIBRARY_CONFIGS]
 
 
 def stated_size(name: str) -> int:
