@@ -6,10 +6,11 @@ import hydra
 import rootutils
 from lightning import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
 
+from src.models.build import fit_model_config  # noqa: E402
 from src.utils import (  # noqa: E402
     RankedLogger,
     extras,
@@ -41,6 +42,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule: LightningDataModule = hydra.utils.instantiate(cfg.data)
 
     log.info(f"Instantiating model <{cfg.model._target_}>")
+    with open_dict(cfg):  # unset shape arguments (model=timm, ...) follow the data
+        cfg.model = fit_model_config(cfg.model, datamodule)
     model: LightningModule = instantiate_model(cfg.model)
     check_model_matches_data(model, datamodule)  # fail now, not mid-run
 

@@ -10,12 +10,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
 # setup_root: finds the folder with ".project-root", adds it to PYTHONPATH (so `src` imports work
 # from anywhere), sets PROJECT_ROOT (used by configs/paths) and loads a `.env` file if present.
 
+from src.models.build import fit_model_config  # noqa: E402
 from src.utils import (  # noqa: E402
     RankedLogger,
     extras,
@@ -53,6 +54,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule: LightningDataModule = hydra.utils.instantiate(cfg.data)
 
     log.info(f"Instantiating model <{cfg.model._target_}>")
+    with open_dict(cfg):  # unset shape arguments (model=timm, ...) follow the data
+        cfg.model = fit_model_config(cfg.model, datamodule)
     model: LightningModule = instantiate_model(cfg.model)
     check_model_matches_data(model, datamodule)  # fail now, not mid-run
 
