@@ -19,6 +19,9 @@ TINY_SPLIT = "data.train_val_test_split=[2000,500,1000]"
 
 def compose_config(config_name: str, overrides: list[str] | None = None) -> DictConfig:
     """Compose a config with the hydra node set, the way ``@hydra.main`` would."""
+    from src.utils.run_dir import register_run_suffix_resolver  # entry points register it too
+
+    register_run_suffix_resolver()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         return compose(config_name=config_name, return_hydra_config=True, overrides=overrides or [])

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from lightning import LightningModule
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MaxMetric, MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.models.components.heads import MultiHead
@@ -25,6 +25,8 @@ STAGES = ("train", "val", "test")
 Batch = tuple[torch.Tensor, torch.Tensor | dict[str, torch.Tensor]]
 #: Key of the checkpoint entry that lets predict/export rebuild the model without the config.
 METADATA_KEY = "lhte"
+#: Checkpoint key of the running train-epoch metric states (see ``train_metric_states``).
+TRAIN_METRICS_KEY = "train_metric_states"
 METADATA_VERSION = 1
 
 
@@ -340,12 +342,62 @@ class ClassifierLitModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store :meth:`metadata` under :data:`METADATA_KEY`."""
         checkpoint[METADATA_KEY] = self.metadata()
+        checkpoint[TRAIN_METRICS_KEY] = self.train_metric_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the checkpoint's metadata (re-saved when no datamodule is attached)."""
         self.checkpoint_metadata = checkpoint.get(METADATA_KEY)
+        self.load_train_metric_states(checkpoint.get(TRAIN_METRICS_KEY) or {})
         if self.model_config is None and self.checkpoint_metadata:
             self.model_config = self.checkpoint_metadata.get("model")
+
+    # ------------------------------------------------------- train metric states
+    def _train_metrics(self) -> dict[str, Metric]:
+        return {
+            f"{kind}.{name}": metric
+            for kind, group in (("metrics", self.metrics), ("losses", self.losses))
+            for name, metric in group.items()
+            if name.startswith("train_")
+        }
+
+    def train_metric_states(self) -> dict[str, dict[str, Any]]:
+        """The running train-epoch metric states (a checkpoint saved mid-epoch resumes them).
+
+        Kept beside ``state_dict`` rather than made ``persistent``: checkpoints without them
+        still load strictly, and exported weights stay free of metric buffers. Validation and
+        test metrics are left out: they restart with every validation or test run.
+        """
+        out = {}
+        for key, metric in self._train_metrics().items():
+            states = {}
+            for name in metric._defaults:
+                value = getattr(metric, name)
+                states[name] = (
+                    [v.detach().cpu() for v in value]
+                    if isinstance(value, list)
+                    else value.detach().cpu()
+                )
+            out[key] = {"states": states, "update_count": int(metric._update_count)}
+        return out
+
+    def load_train_metric_states(self, saved: dict[str, dict[str, Any]]) -> None:
+        """Restore :meth:`train_metric_states` (unknown or missing entries are ignored)."""
+        metrics = self._train_metrics()
+        for key, entry in saved.items():
+            metric = metrics.get(key)
+            if metric is None:
+                continue
+            for name, value in entry["states"].items():
+                if name not in metric._defaults:
+                    continue
+                current = getattr(metric, name)
+                device = current[0].device if isinstance(current, list) and current else None
+                if isinstance(value, list):
+                    setattr(metric, name, [v.to(device or self.device) for v in value])
+                else:
+                    setattr(metric, name, value.to(current.device))
+            metric._update_count = entry["update_count"]
+            metric._computed = None
 
     # ------------------------------------------------------------ optimizers
     def setup(self, stage: str) -> None:

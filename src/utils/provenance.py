@@ -152,9 +152,11 @@ def finish_run_info(
     """Add the end status, duration, final metrics (or the error) to ``run_info.yaml``.
 
     :param cfg: The task config (its ``ckpt_path`` is recorded again, as resolved by the task).
-    :param status: ``finished``, ``failed`` or ``pruned``.
+    :param status: ``finished``, ``failed``, ``pruned`` or ``interrupted`` (stopped by a signal
+        after saving a resumable checkpoint).
     :param metrics: Final metrics of the task.
-    :param error: ``"<ExceptionType>: <message>"`` of a failed task.
+    :param error: ``"<ExceptionType>: <message>"`` of a failed task, or how to resume an
+        interrupted one.
     """
     try:
         output_dir = Path(cfg.paths.output_dir)

@@ -1,6 +1,7 @@
 """Task wrapper, optional extras and metric lookup, as in the original template."""
 
 import gc
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -30,6 +31,26 @@ def extras(cfg: DictConfig) -> None:
         rich_utils.print_config_tree(cfg, resolve=True, save_to_file=True)
 
 
+class RunInterrupted(SystemExit):
+    """A run stopped by a signal after saving a resumable checkpoint.
+
+    A ``SystemExit`` whose exit code is ``128 + signum`` (130 for SIGINT, 143 for SIGTERM), so
+    shells and schedulers see the usual code and Lightning still runs its cleanup.
+    """
+
+    def __init__(self, signum: int, ckpt_path: Any) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+        self.ckpt_path = ckpt_path
+
+    def __str__(self) -> str:
+        name = signal.Signals(self.signum).name
+        return (
+            f"Interrupted by {name}; checkpoint of the current step: {self.ckpt_path}. "
+            f"Resume with ckpt_path={self.ckpt_path} (or ckpt_path=last)."
+        )
+
+
 def _wants_run_info(cfg: DictConfig) -> bool:
     extras_cfg = cfg.get("extras")
     return extras_cfg is None or bool(extras_cfg.get("run_info", True))
@@ -41,7 +62,8 @@ def task_wrapper(task_func: Callable) -> Callable:
     The wrapped task returns ``(metric_dict, object_dict)``; an exception is re-raised after
     the output folder is reported and wandb (if used) is finished. Unless
     ``extras.run_info=false``, ``run_info.yaml`` (provenance, :mod:`src.utils.provenance`)
-    is written when the task starts and completed with its status and metrics when it ends.
+    is written when the task starts and completed with its status and metrics when it ends
+    (``finished``, ``failed``, ``pruned``, or ``interrupted`` after :class:`RunInterrupted`).
     """
 
     def wrap(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -50,6 +72,11 @@ def task_wrapper(task_func: Callable) -> Callable:
             write_run_info(cfg)
         try:
             metric_dict, object_dict = task_func(cfg=cfg)
+        except RunInterrupted as ex:
+            if run_info:
+                finish_run_info(cfg, "interrupted", error=str(ex))
+            log.warning(str(ex))
+            raise
         except BaseException as ex:
             pruned = type(ex).__name__ == "TrialPruned"  # an Optuna decision, not a failure
             if pruned:
