@@ -154,3 +154,22 @@ def test_log_records_are_masked_for_every_handler(caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.INFO):
         log.info("storage %s, pass %s", f"postgresql://u:{URL_PASSWORD}@h/db", DB_PASS)
     assert caplog.messages == [f"storage postgresql://u:{MASK}@h/db, pass {MASK}"]
+
+
+def test_hydra_files_are_masked_without_run_info(cfg_train, tmp_path: Path) -> None:
+    """``extras.run_info=false`` skips provenance, not masking: Hydra's copy of the command line
+    is scrubbed all the same."""
+    from omegaconf import open_dict
+
+    from src.utils.utils import task_wrapper
+
+    url = "postgresql://optuna:hunter2-secret@db.example/study"
+    hydra_file = tmp_path / ".hydra" / "hydra.yaml"
+    hydra_file.parent.mkdir()
+    hydra_file.write_text(f"sweeper:\n  storage: {url}\n")
+    with open_dict(cfg_train):
+        cfg_train.extras.run_info = False
+        cfg_train.storage = url
+    task_wrapper(lambda cfg: ({}, {}))(cfg_train)
+    assert "hunter2-secret" not in hydra_file.read_text()
+    assert "optuna:" in hydra_file.read_text() and not (tmp_path / "run_info.yaml").exists()

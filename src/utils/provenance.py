@@ -126,6 +126,21 @@ def scrub_hydra_files(output_dir: Path, secrets: set[str]) -> None:
             path.write_text(masked)
 
 
+def mask_run_secrets(cfg: DictConfig) -> None:
+    """Mask the run's secrets in every later log record and in Hydra's run files.
+
+    Runs at the start of every task, whether or not ``run_info.yaml`` is written: Hydra has
+    already saved the command line (``.hydra/*.yaml``) and the task's log is about to start.
+    """
+    secrets = collect_secrets(cfg)
+    redact_log_records(secrets)  # the task's `<task>.log` and console, on every rank
+    try:
+        output_dir = Path(cfg.paths.output_dir)
+    except Exception:  # no Hydra run: no run files to scrub
+        return
+    rank_zero_only(scrub_hydra_files)(output_dir, secrets)
+
+
 @rank_zero_only
 def write_run_info(cfg: DictConfig) -> Path | None:
     """Write ``run_info.yaml`` into ``cfg.paths.output_dir``; return its path."""
@@ -135,10 +150,7 @@ def write_run_info(cfg: DictConfig) -> Path | None:
         log.warning(f"run_info.yaml not written: no output folder ({err}).")
         return None
     path = output_dir / RUN_INFO
-    secrets = collect_secrets(cfg)
-    redact_log_records(secrets)  # the task's `<task>.log` and console
     _write(build_run_info(cfg), path)
-    scrub_hydra_files(output_dir, secrets)
     return path
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from src.utils import pylogger, rich_utils
-from src.utils.provenance import finish_run_info, write_run_info
+from src.utils.provenance import finish_run_info, mask_run_secrets, write_run_info
 
 log = pylogger.RankedLogger(__name__, rank_zero_only=True)
 
@@ -68,6 +68,7 @@ def task_wrapper(task_func: Callable) -> Callable:
 
     def wrap(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         run_info = _wants_run_info(cfg)
+        mask_run_secrets(cfg)
         if run_info:
             write_run_info(cfg)
         try:
