@@ -32,6 +32,12 @@ from torchvision.transforms import v2
 
 rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
 
+from src.data.components.image_folder import (  # noqa: E402
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageFolderError,
+    ImageTooLargeError,
+    check_image_pixels,
+)
 from src.data.components.memory import InMemoryImages, keep_batch  # noqa: E402
 from src.utils import (  # noqa: E402
     RankedLogger,
@@ -51,12 +57,24 @@ SPLITS = ("train", "val", "test")
 
 
 # ------------------------------------------------------------------ images
-def load_image(path: str | Path, channels: int) -> torch.Tensor:
+def load_image(
+    path: str | Path, channels: int, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+) -> torch.Tensor:
     """Read an image as uint8 ``(channels, H, W)``: torchvision's decoder, else Pillow.
 
     Alpha is dropped, palette/grayscale/RGB images are converted to ``channels`` (1 or 3) and
     16-bit images are scaled to 8 bits.
+
+    :raises ImageTooLargeError: if the file's header announces more than ``max_pixels`` pixels
+        (checked before anything is decoded).
+    :raises ValueError: if the file is not a readable image.
     """
+    try:
+        check_image_pixels(path, max_pixels, key="max_image_pixels")
+    except ImageTooLargeError:
+        raise
+    except ImageFolderError as err:
+        raise ValueError(str(err)) from err.__cause__
     mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
     try:
         image = decode_image(str(path), mode=mode)
@@ -91,16 +109,22 @@ def image_transform(metadata: dict[str, Any]) -> v2.Compose:
 class ImageFiles(Dataset):
     """Image files converted to the checkpoint's input: ``(image, index)`` pairs."""
 
-    def __init__(self, paths: Sequence[Path], metadata: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        metadata: dict[str, Any],
+        max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    ) -> None:
         self.paths = list(paths)
         self.channels = int(metadata["input_shape"][0])
         self.transform = image_transform(metadata)
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(load_image(self.paths[i], self.channels)), i
+        return self.transform(load_image(self.paths[i], self.channels, self.max_pixels)), i
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -228,7 +252,9 @@ def make_loader(
             f"input={value!r} is not an image file, a folder, nor {SPLIT_PREFIX}<"
             f"{'|'.join(SPLITS)}> (a split of the checkpoint's datamodule)."
         )
-    loader = DataLoader(ImageFiles(paths, metadata), num_workers=int(cfg.num_workers), **kwargs)
+    max_pixels = cfg.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
+    files = ImageFiles(paths, metadata, max_pixels)
+    loader = DataLoader(files, num_workers=int(cfg.num_workers), **kwargs)
     return loader, [str(p) for p in paths], None
 
 

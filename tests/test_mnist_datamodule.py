@@ -1,5 +1,6 @@
 """MNISTDataModule on the real files: splits, batches, verification and clear errors."""
 
+import gzip
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -86,6 +87,49 @@ def test_truncated_file_is_reported(mnist_dir: Path, tmp_path: Path) -> None:
     images = raw / "t10k-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:1000])
     with pytest.raises(MNISTUnavailableError, match="corrupted or truncated"):
+        ensure_mnist(tmp_path, download=False)
+
+
+def _change_pixels(data: bytearray) -> None:
+    data[5000:5010] = bytes(255 - b for b in data[5000:5010])  # same size, header intact
+
+
+def _shuffle_labels(data: bytearray) -> None:
+    data[8:] = bytes(reversed(data[8:]))  # same per-digit counts, wrong order
+
+
+@pytest.mark.parametrize(
+    ("name", "tamper"),
+    [
+        ("t10k-images-idx3-ubyte", _change_pixels),
+        ("train-labels-idx1-ubyte", _shuffle_labels),
+    ],
+)
+def test_tampered_file_is_refused_by_its_digest(
+    mnist_dir: Path, tmp_path: Path, name: str, tamper
+) -> None:
+    raw = mnist_source.raw_dir(tmp_path)
+    shutil.copytree(mnist_dir, raw)
+    data = bytearray((raw / name).read_bytes())
+    tamper(data)
+    (raw / name).write_bytes(bytes(data))
+    with pytest.raises(MNISTUnavailableError) as err:
+        ensure_mnist(tmp_path, download=False)
+    message = str(err.value)
+    assert f"MNIST file {raw / name} is not the official file" in message
+    assert mnist_source.SHA256[name] in message and f"Delete {raw / name}" in message
+
+
+def test_tampered_gzip_archive_is_refused(mnist_dir: Path, tmp_path: Path) -> None:
+    raw = mnist_source.raw_dir(tmp_path)
+    raw.mkdir(parents=True)
+    for name in mnist_source.FILES:
+        (raw / name).symlink_to(mnist_dir / name)
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    packed = raw / "t10k-labels-idx1-ubyte.gz"
+    with gzip.open(packed, "wb") as f:  # the right content, but not the official archive
+        f.write((mnist_dir / "t10k-labels-idx1-ubyte").read_bytes())
+    with pytest.raises(MNISTUnavailableError, match="or not the official file"):
         ensure_mnist(tmp_path, download=False)
 
 
