@@ -2,7 +2,8 @@
 
 ``input`` is one of
 
-- an image file (any format torchvision or Pillow reads, any size, grayscale/RGB/RGBA/palette),
+- an image file (any format torchvision or Pillow reads, grayscale/RGB/RGBA/palette, up to
+  ``max_image_pixels``, checked from the file's header before decoding),
 - a folder: every image file under it, recursively, in sorted order,
 - ``split:train``, ``split:val`` or ``split:test``: that split of the datamodule stored in the
   checkpoint (or of ``data=<config>`` when given), with its true labels.
