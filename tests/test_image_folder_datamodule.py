@@ -212,12 +212,23 @@ def test_image_pixel_limit_is_configurable(tmp_path: Path) -> None:
     assert cfg.data.max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS and cfg.data.archive_sha256 is None
 
 
-def test_not_an_image_is_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_one_class_is_an_early_error(tmp_path: Path, in_memory: bool) -> None:
+    write_image_folder(tmp_path, ("cat",), {"train": 3, "test": 1})
+    with pytest.raises(ImageFolderError, match="needs at least two classes") as err:
+        make(tmp_path, val_size=1, cache=False, in_memory=in_memory)
+    assert f"{tmp_path / 'train'} has one class folder (['cat'])" in str(err.value)
+
+
+@pytest.mark.parametrize("problem", ["not an image", "truncated"])
+def test_unreadable_image_is_named(tmp_path: Path, problem: str) -> None:
     write_image_folder(tmp_path, CLASSES, {"train": 2, "test": 1})
-    fake = tmp_path / "train" / "cat" / "fake.png"
-    fake.write_bytes(b"not a png at all")
-    with pytest.raises(ImageFolderError, match=f"Cannot read image {fake}"):
+    bad = tmp_path / "train" / "cat" / "0001.png"
+    content = bad.read_bytes()
+    bad.write_bytes(b"not a png at all" if problem == "not an image" else content[:60])
+    with pytest.raises(ImageFolderError, match=r"Cannot (read|decode) image") as err:
         make(tmp_path, val_size=1, cache=False)
+    assert str(bad) in str(err.value)
 
 
 def test_archive_digest_is_checked_before_extraction(tmp_path: Path) -> None:

@@ -192,10 +192,20 @@ class ImageFolderDataModule(InMemoryDataModule):
                 self._load_decoded()
             else:
                 self._build_lazy()
+            self._check_classes()
         super().setup(stage)
         if self.hparams.in_memory and "val" in self._loaded:
             self.data_val = InMemoryImages(*self._loaded["val"])
         self._loaded = {}
+
+    def _check_classes(self) -> None:
+        """One class cannot be classified (and its metrics and confusion matrix are undefined)."""
+        if len(self.class_names) < 2:
+            raise ImageFolderError(
+                f"{self.root / 'train'} has one class folder ({self.class_names}); classification "
+                f"needs at least two classes: add a folder per class under {self.root / 'train'}/ "
+                f"and {self.root / 'test'}/."
+            )
 
     def _load_decoded(self) -> None:
         class_to_idx = None
