@@ -16,6 +16,7 @@ name, class index and probability of every head) go to ``predictions.csv`` and
 
 import csv
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -129,15 +130,49 @@ class ImageFiles(Dataset):
 
 
 def find_images(folder: Path) -> list[Path]:
-    """Every image file under ``folder`` (recursively, sorted), by extension."""
+    """Every image file under ``folder`` (recursively, sorted), by extension.
+
+    :raises ValueError: if a subfolder cannot be listed (never skipped silently) or none of the
+        files is an image.
+    """
+
+    def unreadable(err: OSError) -> None:
+        raise ValueError(
+            f"Cannot list {err.filename} under input={str(folder)!r} ({err.strerror}); fix its "
+            f"permissions or move it out of the folder."
+        ) from err
+
     images = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
+        Path(root) / name
+        for root, _, names in os.walk(folder, onerror=unreadable)
+        for name in names
+        if Path(name).suffix.lower() in IMG_EXTENSIONS and (Path(root) / name).is_file()
     )
     if not images:
         raise ValueError(
             f"input={str(folder)!r} holds no image files (looked for {', '.join(IMG_EXTENSIONS)})."
         )
     return images
+
+
+def readable_images(
+    paths: Sequence[Path], channels: int, max_pixels: int | None
+) -> tuple[list[Path], list[dict[str, str]]]:
+    """``(paths that load, [{source, reason}] of those that do not)`` for ``on_error=skip``.
+
+    :raises ValueError: if no file can be read.
+    """
+    good, skipped = [], []
+    for path in paths:
+        try:
+            load_image(path, channels, max_pixels)
+            good.append(path)
+        except (ValueError, RuntimeError) as err:  # unreadable, corrupt or over the limit
+            skipped.append({"source": str(path), "reason": str(err)})
+            log.warning(f"Skipping {path}: {err}")
+    if not good:
+        raise ValueError(f"None of the {len(paths)} input file(s) could be read: {skipped[0]}")
+    return good, skipped
 
 
 # ------------------------------------------------------------------ splits
@@ -254,7 +289,13 @@ def make_loader(
             f"{'|'.join(SPLITS)}> (a split of the checkpoint's datamodule)."
         )
     max_pixels = cfg.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
+    skipped = []
+    if cfg.get("on_error", "raise") == "skip":
+        paths, skipped = readable_images(paths, int(metadata["input_shape"][0]), max_pixels)
+    elif cfg.get("on_error", "raise") != "raise":
+        raise ValueError(f"on_error={cfg.on_error!r} is not one of 'raise', 'skip'.")
     files = ImageFiles(paths, metadata, max_pixels)
+    files.skipped = skipped
     loader = DataLoader(files, num_workers=int(cfg.num_workers), **kwargs)
     return loader, [str(p) for p in paths], None
 
@@ -285,11 +326,14 @@ def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "checkpoint": str(cfg.ckpt_path),
         "input": str(cfg.input),
         "class_names": metadata["class_names"],
+        "skipped": getattr(loader.dataset, "skipped", []),  # on_error=skip: {source, reason}
     }
     csv_path, json_path = write_predictions(
         rows, list(metadata["heads"]), Path(cfg.paths.output_dir), info
     )
     log.info(f"Wrote {len(rows)} predictions to {csv_path} and {json_path}")
+    if info["skipped"]:
+        log.warning(f"Skipped {len(info['skipped'])} unreadable file(s), listed in {json_path}")
     objects = {"cfg": cfg, "model": module, "rows": rows, "csv": csv_path, "json": json_path}
     return {"num_predictions": len(rows)}, objects
 

@@ -249,6 +249,30 @@ def test_predict_refuses_huge_image_before_decoding(single_ckpt: Path, tmp_path:
         predict(cfg)
 
 
+def test_predict_skips_unreadable_files_on_request(single_ckpt: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("L", (28, 28), 255).save(folder / "a.png")
+    (folder / "b_broken.png").write_bytes(b"not a png")
+    bomb = write_huge_png(folder / "c_bomb.png")
+
+    cfg = predict_cfg(tmp_path / "raise", single_ckpt, folder)  # default: on_error=raise
+    HydraConfig().set_config(cfg)
+    with pytest.raises(ValueError, match=f"Cannot read image {folder / 'b_broken.png'}"):
+        predict(cfg)
+
+    cfg = predict_cfg(tmp_path / "skip", single_ckpt, folder, "on_error=skip")
+    HydraConfig().set_config(cfg)
+    metrics, _ = predict(cfg)
+    assert metrics["num_predictions"] == 1
+    doc = json.loads((tmp_path / "skip" / "predictions.json").read_text())
+    assert [p["source"] for p in doc["predictions"]] == [str(folder / "a.png")]
+    skipped = {s["source"]: s["reason"] for s in doc["skipped"]}
+    assert list(skipped) == [str(folder / "b_broken.png"), str(bomb)]
+    assert "Cannot read image" in skipped[str(folder / "b_broken.png")]
+    assert "max_image_pixels" in skipped[str(bomb)]
+
+
 def test_predict_command_line(single_ckpt: Path, image_folder: Path, tmp_path: Path) -> None:
     """``python src/predict.py`` writes both files into its own run folder."""
     result = subprocess.run(
