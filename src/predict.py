@@ -2,7 +2,8 @@
 
 ``input`` is one of
 
-- an image file (any format torchvision or Pillow reads, any size, grayscale/RGB/RGBA/palette),
+- an image file (any format torchvision or Pillow reads, grayscale/RGB/RGBA/palette, up to
+  ``max_image_pixels``, checked from the file's header before decoding),
 - a folder: every image file under it, recursively, in sorted order,
 - ``split:train``, ``split:val`` or ``split:test``: that split of the datamodule stored in the
   checkpoint (or of ``data=<config>`` when given), with its true labels.
@@ -15,6 +16,7 @@ name, class index and probability of every head) go to ``predictions.csv`` and
 
 import csv
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,12 @@ from torchvision.transforms import v2
 
 rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
 
+from src.data.components.image_folder import (  # noqa: E402
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageFolderError,
+    ImageTooLargeError,
+    check_image_pixels,
+)
 from src.data.components.memory import InMemoryImages, keep_batch  # noqa: E402
 from src.utils import (  # noqa: E402
     RankedLogger,
@@ -52,12 +60,24 @@ SPLITS = ("train", "val", "test")
 
 
 # ------------------------------------------------------------------ images
-def load_image(path: str | Path, channels: int) -> torch.Tensor:
+def load_image(
+    path: str | Path, channels: int, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+) -> torch.Tensor:
     """Read an image as uint8 ``(channels, H, W)``: torchvision's decoder, else Pillow.
 
     Alpha is dropped, palette/grayscale/RGB images are converted to ``channels`` (1 or 3) and
     16-bit images are scaled to 8 bits.
+
+    :raises ImageTooLargeError: if the file's header announces more than ``max_pixels`` pixels
+        (checked before anything is decoded).
+    :raises ValueError: if the file is not a readable image.
     """
+    try:
+        check_image_pixels(path, max_pixels, key="max_image_pixels")
+    except ImageTooLargeError:
+        raise
+    except ImageFolderError as err:
+        raise ValueError(str(err)) from err.__cause__
     mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
     try:
         image = decode_image(str(path), mode=mode)
@@ -92,28 +112,68 @@ def image_transform(metadata: dict[str, Any]) -> v2.Compose:
 class ImageFiles(Dataset):
     """Image files converted to the checkpoint's input: ``(image, index)`` pairs."""
 
-    def __init__(self, paths: Sequence[Path], metadata: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        metadata: dict[str, Any],
+        max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    ) -> None:
         self.paths = list(paths)
         self.channels = int(metadata["input_shape"][0])
         self.transform = image_transform(metadata)
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(load_image(self.paths[i], self.channels)), i
+        return self.transform(load_image(self.paths[i], self.channels, self.max_pixels)), i
 
 
 def find_images(folder: Path) -> list[Path]:
-    """Every image file under ``folder`` (recursively, sorted), by extension."""
+    """Every image file under ``folder`` (recursively, sorted), by extension.
+
+    :raises ValueError: if a subfolder cannot be listed (never skipped silently) or none of the
+        files is an image.
+    """
+
+    def unreadable(err: OSError) -> None:
+        raise ValueError(
+            f"Cannot list {err.filename} under input={str(folder)!r} ({err.strerror}); fix its "
+            f"permissions or move it out of the folder."
+        ) from err
+
     images = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
+        Path(root) / name
+        for root, _, names in os.walk(folder, onerror=unreadable)
+        for name in names
+        if Path(name).suffix.lower() in IMG_EXTENSIONS and (Path(root) / name).is_file()
     )
     if not images:
         raise ValueError(
             f"input={str(folder)!r} holds no image files (looked for {', '.join(IMG_EXTENSIONS)})."
         )
     return images
+
+
+def readable_images(
+    paths: Sequence[Path], channels: int, max_pixels: int | None
+) -> tuple[list[Path], list[dict[str, str]]]:
+    """``(paths that load, [{source, reason}] of those that do not)`` for ``on_error=skip``.
+
+    :raises ValueError: if no file can be read.
+    """
+    good, skipped = [], []
+    for path in paths:
+        try:
+            load_image(path, channels, max_pixels)
+            good.append(path)
+        except (ValueError, RuntimeError) as err:  # unreadable, corrupt or over the limit
+            skipped.append({"source": str(path), "reason": str(err)})
+            log.warning(f"Skipping {path}: {err}")
+    if not good:
+        raise ValueError(f"None of the {len(paths)} input file(s) could be read: {skipped[0]}")
+    return good, skipped
 
 
 # ------------------------------------------------------------------ splits
@@ -229,7 +289,15 @@ def make_loader(
             f"input={value!r} is not an image file, a folder, nor {SPLIT_PREFIX}<"
             f"{'|'.join(SPLITS)}> (a split of the checkpoint's datamodule)."
         )
-    loader = DataLoader(ImageFiles(paths, metadata), num_workers=int(cfg.num_workers), **kwargs)
+    max_pixels = cfg.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
+    skipped = []
+    if cfg.get("on_error", "raise") == "skip":
+        paths, skipped = readable_images(paths, int(metadata["input_shape"][0]), max_pixels)
+    elif cfg.get("on_error", "raise") != "raise":
+        raise ValueError(f"on_error={cfg.on_error!r} is not one of 'raise', 'skip'.")
+    files = ImageFiles(paths, metadata, max_pixels)
+    files.skipped = skipped
+    loader = DataLoader(files, num_workers=int(cfg.num_workers), **kwargs)
     return loader, [str(p) for p in paths], None
 
 
@@ -262,11 +330,14 @@ def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "checkpoint": str(cfg.ckpt_path),
         "input": str(cfg.input),
         "class_names": metadata["class_names"],
+        "skipped": getattr(loader.dataset, "skipped", []),  # on_error=skip: {source, reason}
     }
     csv_path, json_path = write_predictions(
         rows, list(metadata["heads"]), Path(cfg.paths.output_dir), info
     )
     log.info(f"Wrote {len(rows)} predictions to {csv_path} and {json_path}")
+    if info["skipped"]:
+        log.warning(f"Skipped {len(info['skipped'])} unreadable file(s), listed in {json_path}")
     objects = {"cfg": cfg, "model": module, "rows": rows, "csv": csv_path, "json": json_path}
     return {"num_predictions": len(rows)}, objects
 

