@@ -33,12 +33,16 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, open_dict
 
 from src.utils import pylogger
+from src.utils.trusted_targets import check_trusted_config
 
 log = pylogger.RankedLogger(__name__, rank_zero_only=True)
 
 #: Keys every Lightning checkpoint has; resuming also needs the training state.
 LIGHTNING_KEYS = ("state_dict", "pytorch-lightning_version", "epoch", "global_step")
 RESUME_KEYS = ("optimizer_states", "loops")
+#: Checkpoint key of the metadata predict/export rebuild the model from (no models import:
+#: utils is the ground floor; ``src.models.classifier_module`` uses the same value).
+METADATA_KEY = "lhte"
 
 
 # ------------------------------------------------------------------ atomic checkpoint files
@@ -245,8 +249,22 @@ def validate_checkpoint(path: str | Path, resume: bool = False) -> Path:
     :raises ValueError: When the file is not a readable Lightning checkpoint.
     """
     # mmap: tensors are mapped, not read, so checking a large checkpoint stays cheap.
-    load_checkpoint(path, resume=resume, mmap=True)
+    ckpt = load_checkpoint(path, resume=resume, mmap=True)
+    check_checkpoint_targets(ckpt, path)
     return Path(path).expanduser().absolute()
+
+
+def check_checkpoint_targets(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint whose stored configs name a ``_target_`` outside the allow-list.
+
+    The ``lhte`` metadata (model and data configs) and Lightning's ``hyper_parameters`` are
+    what a loader could instantiate; see :mod:`src.utils.trusted_targets`.
+    """
+    metadata = ckpt.get(METADATA_KEY) or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"ckpt_path={path}: '{METADATA_KEY}' is {type(metadata).__name__}.")
+    check_trusted_config(metadata, f"ckpt_path={path} ({METADATA_KEY} metadata)")
+    check_trusted_config(ckpt.get("hyper_parameters") or {}, f"ckpt_path={path} (hyper_parameters)")
 
 
 def load_checkpoint(path: str | Path, resume: bool = False, mmap: bool = False) -> dict[str, Any]:
