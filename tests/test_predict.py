@@ -245,3 +245,19 @@ def test_predict_command_line(single_ckpt: Path, image_folder: Path, tmp_path: P
     assert len(run_dirs) == 1
     assert (run_dirs[0] / "predictions.csv").read_text().count("\n") == 2
     assert json.loads((run_dirs[0] / "predictions.json").read_text())["predictions"]
+
+
+def test_predict_split_on_another_machine(single_ckpt: Path, tmp_path: Path) -> None:
+    """A checkpoint whose data_dir was outside the training project (stored as a placeholder)
+    reads the split from this machine's paths.data_dir, or from a +data.data_dir override."""
+    from src.utils.local_paths import LOCAL_PATH
+
+    _, meta = load_model_from_checkpoint(single_ckpt)
+    meta = {**meta, "data": {**meta["data"], "data_dir": LOCAL_PATH}}
+    for overrides in ([], [f"+data.data_dir={ROOT / 'data'}"]):
+        cfg = predict_cfg(tmp_path, single_ckpt, "x", *overrides)
+        datamodule, data = split_data(cfg, meta, "test")
+        assert Path(datamodule.hparams.data_dir) == ROOT / "data" and len(data.labels) == 200
+    cfg = predict_cfg(tmp_path, single_ckpt, "x")
+    with pytest.raises(ValueError, match=r"\+data.cache_dir="):
+        split_data(cfg, {**meta, "data": {**meta["data"], "cache_dir": LOCAL_PATH}}, "test")
