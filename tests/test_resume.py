@@ -572,6 +572,16 @@ def test_resume_takes_the_checkpoints_learning_rate(real_ckpt: Path, tmp_path: P
     info = yaml.safe_load((tmp_path / "new_run" / RUN_INFO).read_text())
     assert info["config"]["model"]["optimizer"]["lr"] == 0.001
 
+    # A run folder that came with the checkpoint cannot slip in another optimizer target.
+    hostile = _cfg("train.yaml", tmp_path)
+    with open_dict(hostile):
+        hostile.model.optimizer._target_ = "src.utils.checkpoints.atomic_torch_save"
+    _save_run_config(ckpt, hostile)
+    cfg = _cfg("train.yaml", tmp_path)
+    with pytest.raises(ValueError, match="model.optimizer._target_='src.utils.checkpoints"):
+        resolve_ckpt_path(cfg, resume=True)
+    assert cfg.model.optimizer._target_ == "torch.optim.Adam"
+
 
 def test_eval_ckpt_path_last_searches_the_training_runs(real_ckpt: Path, tmp_path: Path) -> None:
     cfg = _cfg("eval.yaml", tmp_path)

@@ -466,9 +466,11 @@ def take_checkpoint_hyperparameters(cfg: DictConfig, ckpt: Path) -> dict:
         f"overrides are replaced by the run's values (start a new run to change them):"
         f"{_describe(diffs)}"
     )
+    # The run folder may come from elsewhere with the checkpoint: its values build nothing else.
+    replaced = {node: _select(saved, node) for node in RESUME_FROM_CHECKPOINT}
+    check_trusted_config(replaced, f"{ckpt.parent.parent / '.hydra' / 'config.yaml'}")
     with open_dict(cfg):
-        for node in RESUME_FROM_CHECKPOINT:
-            value = _select(saved, node)
+        for node, value in replaced.items():
             OmegaConf.update(cfg, node, value, merge=False, force_add=True)
     return diffs
 
