@@ -51,6 +51,7 @@ from src.utils.instantiators import (  # noqa: E402
     check_trusted_targets,
     load_model_from_checkpoint,
 )
+from src.utils.local_paths import localize_paths  # noqa: E402
 from src.utils.utils import require_values  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -192,15 +193,17 @@ def split_data(cfg: DictConfig, metadata: dict[str, Any], split: str) -> tuple[A
     """``(datamodule, InMemoryImages)`` of one split of ``cfg.data`` or the stored data config."""
     if split not in SPLITS:
         raise ValueError(f"input={SPLIT_PREFIX}{split} names no split; use one of {list(SPLITS)}.")
-    if cfg.get("data") is not None:
-        data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    else:
+    overrides = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
+    if "_target_" in overrides:
+        data_cfg = overrides
+    else:  # the stored datamodule, with +data.<key>=... overrides (e.g. data_dir)
         data_cfg = metadata.get("data")
         if not data_cfg:
             raise ValueError(
                 f"{cfg.ckpt_path} stores no datamodule config; pass one, e.g. data=mnist."
             )
         check_trusted_targets(data_cfg, f"The data config stored in {cfg.ckpt_path}")
+        data_cfg = localize_paths(data_cfg, cfg.paths.root_dir, cfg.paths.data_dir) | overrides
     # One pass over the split: decoded into memory once, batches normalized on the CPU.
     data_cfg = {**data_cfg, "in_memory": True, "data_on_device": False}
     datamodule = hydra.utils.instantiate(data_cfg, _convert_="all")

@@ -319,3 +319,19 @@ def test_export_without_checkpoint_names_the_key(tmp_path: Path) -> None:
     HydraConfig().set_config(cfg)
     with pytest.raises(ValueError, match=r"ckpt_path must be set\. Fix: add ckpt_path="):
         export(cfg)
+
+
+def test_predict_split_on_another_machine(single_ckpt: Path, tmp_path: Path) -> None:
+    """A checkpoint whose data_dir was outside the training project (stored as a placeholder)
+    reads the split from this machine's paths.data_dir, or from a +data.data_dir override."""
+    from src.utils.local_paths import LOCAL_PATH
+
+    _, meta = load_model_from_checkpoint(single_ckpt)
+    meta = {**meta, "data": {**meta["data"], "data_dir": LOCAL_PATH}}
+    for overrides in ([], [f"+data.data_dir={ROOT / 'data'}"]):
+        cfg = predict_cfg(tmp_path, single_ckpt, "x", *overrides)
+        datamodule, data = split_data(cfg, meta, "test")
+        assert Path(datamodule.hparams.data_dir) == ROOT / "data" and len(data.labels) == 200
+    cfg = predict_cfg(tmp_path, single_ckpt, "x")
+    with pytest.raises(ValueError, match=r"\+data.cache_dir="):
+        split_data(cfg, {**meta, "data": {**meta["data"], "cache_dir": LOCAL_PATH}}, "test")

@@ -522,3 +522,76 @@ def test_last_checkpoint_follows_every_epoch(
     assert names == ["epoch_000.ckpt", "last.ckpt"]  # the metric improved only once
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 2 and last["global_step"] == 36
+
+
+def _save_run_config(ckpt: Path, cfg: DictConfig) -> None:
+    """Write ``cfg`` as the run's ``.hydra/config.yaml`` (unresolved, as Hydra saves it)."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    (ckpt.parent.parent / ".hydra" / "config.yaml").write_text(yaml.safe_dump(plain))
+
+
+def _cfg(config: str, tmp_path: Path, *overrides: str) -> DictConfig:
+    from tests.conftest import compose_config
+
+    cfg = compose_config(config, ["ckpt_path=last", f"paths.log_dir={tmp_path}", *overrides])
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+def test_ckpt_path_last_skips_runs_of_another_model(real_ckpt: Path, tmp_path: Path) -> None:
+    cfg = _cfg("train.yaml", tmp_path)
+    matching = _fake_run(tmp_path / "train", "runs/a", None, 100)
+    matching.write_bytes(real_ckpt.read_bytes())
+    _save_run_config(matching, _cfg("train.yaml", tmp_path, "data.data_dir=/elsewhere/"))
+    other = _fake_run(tmp_path / "train", "runs/b", None, 200)  # newer, another network
+    _save_run_config(other, _cfg("train.yaml", tmp_path, "model=mnist_cnn_421k"))
+    cfg = _cfg("train.yaml", tmp_path, "data.num_workers=7")  # loader knobs may differ
+    assert resolve_ckpt_path(cfg, resume=True) == str(matching)
+
+    matching.unlink()  # only the other model's run is left: a clear refusal
+    with pytest.raises(ValueError) as err:
+        resolve_ckpt_path(_cfg("train.yaml", tmp_path), resume=True)
+    message = str(err.value)
+    assert str(other) in message and "model.net._target_: run has" in message
+    assert "SimpleCNN" in message and "SimpleDenseNet" in message
+
+
+def test_resume_takes_the_checkpoints_learning_rate(real_ckpt: Path, tmp_path: Path) -> None:
+    from src.utils.provenance import RUN_INFO, write_run_info
+
+    ckpt = _fake_run(tmp_path / "train", "runs/a", None, 100)
+    ckpt.write_bytes(real_ckpt.read_bytes())
+    _save_run_config(ckpt, _cfg("train.yaml", tmp_path, "model.optimizer.lr=0.001"))
+    cfg = _cfg("train.yaml", tmp_path, "model.optimizer.lr=0.5")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "new_run")
+    write_run_info(cfg)
+    assert resolve_ckpt_path(cfg, resume=True) == str(ckpt)
+    assert cfg.model.optimizer.lr == 0.001  # what the restored optimizer state trains with
+    info = yaml.safe_load((tmp_path / "new_run" / RUN_INFO).read_text())
+    assert info["config"]["model"]["optimizer"]["lr"] == 0.001
+
+    # A run folder that came with the checkpoint cannot slip in another optimizer target.
+    hostile = _cfg("train.yaml", tmp_path)
+    with open_dict(hostile):
+        hostile.model.optimizer._target_ = "src.utils.checkpoints.atomic_torch_save"
+    _save_run_config(ckpt, hostile)
+    cfg = _cfg("train.yaml", tmp_path)
+    with pytest.raises(ValueError, match="model.optimizer._target_='src.utils.checkpoints"):
+        resolve_ckpt_path(cfg, resume=True)
+    assert cfg.model.optimizer._target_ == "torch.optim.Adam"
+
+
+def test_eval_ckpt_path_last_searches_the_training_runs(real_ckpt: Path, tmp_path: Path) -> None:
+    cfg = _cfg("eval.yaml", tmp_path)
+    assert cfg.ckpt_search_dir == f"{tmp_path}/train"
+    ckpt = _fake_run(tmp_path / "train", "runs/a", None, 100)
+    ckpt.write_bytes(real_ckpt.read_bytes())
+    _save_run_config(ckpt, _cfg("train.yaml", tmp_path))
+    assert resolve_ckpt_path(cfg) == str(ckpt)
+    _save_run_config(ckpt, _cfg("train.yaml", tmp_path, "data.batch_size=7"))
+    assert resolve_ckpt_path(_cfg("eval.yaml", tmp_path)) == str(ckpt)  # fine for testing
+    _save_run_config(ckpt, _cfg("train.yaml", tmp_path, "model.net.lin1_size=8"))
+    with pytest.raises(ValueError, match="model.net.lin1_size: run has 8, this config has"):
+        resolve_ckpt_path(_cfg("eval.yaml", tmp_path))

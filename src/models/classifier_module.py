@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from src.models.components.heads import MultiHead
 from src.models.components.losses import ClassificationLoss, instantiate_criterion
+from src.utils.local_paths import portable_paths
 from src.utils.plain_data import make_plain, to_plain
 
 STAGES = ("train", "val", "test")
@@ -337,7 +338,8 @@ class ClassifierLitModule(LightningModule):
                 "input_shape": previous.get("input_shape") or self._input_shape,
                 "data": previous.get("data"),
             }
-        return to_plain(meta)
+        # No absolute paths of this machine travel with the checkpoint (predict localizes them).
+        return portable_paths(to_plain(meta))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store :meth:`metadata` under :data:`METADATA_KEY`."""

@@ -30,15 +30,19 @@ from lightning import LightningModule, Trainer
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.utils import pylogger
+from src.utils.trusted_targets import check_trusted_config
 
 log = pylogger.RankedLogger(__name__, rank_zero_only=True)
 
 #: Keys every Lightning checkpoint has; resuming also needs the training state.
 LIGHTNING_KEYS = ("state_dict", "pytorch-lightning_version", "epoch", "global_step")
 RESUME_KEYS = ("optimizer_states", "loops")
+#: Checkpoint key of the metadata predict/export rebuild the model from (no models import:
+#: utils is the ground floor; ``src.models.classifier_module`` uses the same value).
+METADATA_KEY = "lhte"
 
 
 # ------------------------------------------------------------------ atomic checkpoint files
@@ -245,8 +249,22 @@ def validate_checkpoint(path: str | Path, resume: bool = False) -> Path:
     :raises ValueError: When the file is not a readable Lightning checkpoint.
     """
     # mmap: tensors are mapped, not read, so checking a large checkpoint stays cheap.
-    load_checkpoint(path, resume=resume, mmap=True)
+    ckpt = load_checkpoint(path, resume=resume, mmap=True)
+    check_checkpoint_targets(ckpt, path)
     return Path(path).expanduser().absolute()
+
+
+def check_checkpoint_targets(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint whose stored configs name a ``_target_`` outside the allow-list.
+
+    The ``lhte`` metadata (model and data configs) and Lightning's ``hyper_parameters`` are
+    what a loader could instantiate; see :mod:`src.utils.trusted_targets`.
+    """
+    metadata = ckpt.get(METADATA_KEY) or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"ckpt_path={path}: '{METADATA_KEY}' is {type(metadata).__name__}.")
+    check_trusted_config(metadata, f"ckpt_path={path} ({METADATA_KEY} metadata)")
+    check_trusted_config(ckpt.get("hyper_parameters") or {}, f"ckpt_path={path} (hyper_parameters)")
 
 
 def load_checkpoint(path: str | Path, resume: bool = False, mmap: bool = False) -> dict[str, Any]:
@@ -303,13 +321,95 @@ def run_experiment(run_dir: Path) -> tuple[bool, Any]:
     return True, _none_if_null(choices.get("experiment"))
 
 
-def find_last_checkpoint(search_dir: str | Path, experiment: str | None) -> Path:
+#: Keys of ``model`` / ``data`` that may differ between a run and its resume: where the data
+#: lies and how it is loaded, not what is learned.
+RESUME_FREE_KEYS = (
+    "data.data_dir",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.persistent_workers",
+    "data.prefetch_factor",
+    "model.compile",
+)
+#: Keys that may also differ when a checkpoint is only evaluated.
+EVAL_FREE_KEYS = ("data.batch_size",)
+#: Hyperparameters a resumed run takes from its checkpoint (Lightning restores the optimizer
+#: and scheduler state, learning rate included); a differing override is reported and replaced.
+RESUME_FROM_CHECKPOINT = ("model.optimizer", "model.scheduler")
+
+
+def run_config(run_dir: Path) -> dict[str, Any] | None:
+    """The composed config Hydra saved in ``run_dir/.hydra/config.yaml`` (unresolved)."""
+    try:
+        with open(run_dir / ".hydra" / "config.yaml") as file:
+            saved = yaml.safe_load(file)
+    except (OSError, yaml.YAMLError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def _flatten(value: Any, key: str) -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        return {
+            k: v for name, sub in value.items() for k, v in _flatten(sub, f"{key}.{name}").items()
+        }
+    return {key: value}
+
+
+def config_differences(saved: dict[str, Any], cfg: DictConfig, keys: tuple[str, ...]) -> dict:
+    """``{key: (saved value, current value)}`` of the leaves under ``keys`` (``model``, ...)
+    that differ between a run's saved config and ``cfg``, compared unresolved."""
+    old: dict[str, Any] = {}
+    new: dict[str, Any] = {}
+    for node in keys:
+        current = OmegaConf.select(cfg, node)
+        current = OmegaConf.to_container(current) if isinstance(current, DictConfig) else current
+        old |= _flatten(_select(saved, node), node)
+        new |= _flatten(current, node)
+    return {
+        k: (old.get(k), new.get(k))
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k) != new.get(k)
+    }
+
+
+def _select(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def resume_mismatch(saved: dict[str, Any], cfg: DictConfig, resume: bool = True) -> dict:
+    """The ``model``/``data`` differences that forbid resuming (or, with ``resume=False``,
+    evaluating: the batch size may differ too) a run with ``cfg``."""
+    diffs = config_differences(saved, cfg, ("model", "data"))
+    skip = RESUME_FREE_KEYS + RESUME_FROM_CHECKPOINT + (() if resume else EVAL_FREE_KEYS)
+    return {
+        k: v for k, v in diffs.items() if not any(k == s or k.startswith(f"{s}.") for s in skip)
+    }
+
+
+def _describe(diffs: dict) -> str:
+    return "".join(
+        f"\n    {k}: run has {a!r}, this config has {b!r}" for k, (a, b) in diffs.items()
+    )
+
+
+def find_last_checkpoint(
+    search_dir: str | Path,
+    experiment: str | None,
+    cfg: DictConfig | None = None,
+    resume: bool = True,
+) -> Path:
     """The newest ``<run>/checkpoints/last.ckpt`` under ``search_dir`` of ``experiment``.
 
     Runs (``runs/<time>``) and multirun jobs (``multiruns/<time>/<job>``) are searched; a run
     belongs to an experiment when its ``.hydra/hydra.yaml`` records that ``experiment`` choice.
+    With ``cfg``, the run's saved ``model`` and ``data`` configs must also match it (see
+    :func:`resume_mismatch`); newer runs that do not are skipped with a warning.
 
     :raises FileNotFoundError: Naming what was searched and the checkpoints of other experiments.
+    :raises ValueError: When runs of the experiment exist but none matches ``cfg``.
     """
     search_dir = Path(search_dir)
     found = sorted(
@@ -318,17 +418,61 @@ def find_last_checkpoint(search_dir: str | Path, experiment: str | None) -> Path
         reverse=True,
     )
     others = []
+    mismatched = []
     for ckpt in found:
         known, choice = run_experiment(ckpt.parent.parent)
-        if known and choice == experiment:
+        if not (known and choice == experiment):
+            others.append(
+                f"{ckpt} (experiment={choice if known else 'unknown: no .hydra/hydra.yaml'})"
+            )
+            continue
+        saved = run_config(ckpt.parent.parent) if cfg is not None else None
+        diffs = resume_mismatch(saved, cfg, resume) if saved is not None else {}
+        if not diffs:
+            if cfg is not None and saved is None:
+                log.warning(f"{ckpt}: no .hydra/config.yaml, its model/data are not compared")
             return ckpt
-        others.append(f"{ckpt} (experiment={choice if known else 'unknown: no .hydra/hydra.yaml'})")
+        log.warning(f"ckpt_path=last: skipping {ckpt}, its config differs:{_describe(diffs)}")
+        mismatched.append(f"{ckpt}:{_describe(diffs)}")
+    if mismatched:
+        listing = "".join(f"\n  - {m}" for m in mismatched[:5])
+        raise ValueError(
+            f"ckpt_path=last: no run of experiment={experiment} under {search_dir} has this "
+            f"model and data config (ignored: {list(RESUME_FREE_KEYS)}). Runs found:{listing}\n"
+            "Pass the overrides of the run to resume, or ckpt_path=/path/to/last.ckpt."
+        )
     listing = "".join(f"\n  - {o}" for o in others[:10]) or " none"
     raise FileNotFoundError(
         f"ckpt_path=last: no checkpoints/last.ckpt of experiment={experiment} under {search_dir} "
         f"(searched runs/*/ and multiruns/*/*/, newest first). Checkpoints found:{listing}\n"
         "Pass ckpt_path=/path/to/last.ckpt, or the experiment=... of the run to resume."
     )
+
+
+def take_checkpoint_hyperparameters(cfg: DictConfig, ckpt: Path) -> dict:
+    """On resume, replace ``cfg``'s optimizer/scheduler by the ones of the checkpoint's run
+    (what Lightning actually restores), warning about each differing override.
+
+    :return: ``{key: (checkpoint value, override)}`` of what was replaced.
+    """
+    saved = run_config(ckpt.parent.parent)
+    if saved is None:
+        return {}
+    diffs = config_differences(saved, cfg, RESUME_FROM_CHECKPOINT)
+    if not diffs:
+        return {}
+    log.warning(
+        f"Resuming {ckpt}: the checkpoint's optimizer/scheduler state is restored, so these "
+        f"overrides are replaced by the run's values (start a new run to change them):"
+        f"{_describe(diffs)}"
+    )
+    # The run folder may come from elsewhere with the checkpoint: its values build nothing else.
+    replaced = {node: _select(saved, node) for node in RESUME_FROM_CHECKPOINT}
+    check_trusted_config(replaced, f"{ckpt.parent.parent / '.hydra' / 'config.yaml'}")
+    with open_dict(cfg):
+        for node, value in replaced.items():
+            OmegaConf.update(cfg, node, value, merge=False, force_add=True)
+    return diffs
 
 
 def current_experiment() -> Any:
@@ -351,10 +495,27 @@ def resolve_ckpt_path(cfg: DictConfig, resume: bool = False) -> str | None:
     if ckpt_path in (None, ""):
         return None
     if str(ckpt_path) == "last":
-        search_dir = Path(cfg.paths.log_dir) / str(cfg.task_name)
-        ckpt_path = find_last_checkpoint(search_dir, current_experiment())
-        log.info(f"ckpt_path=last: resuming from {ckpt_path}")
-    path = str(validate_checkpoint(ckpt_path, resume=resume))
+        # eval sets ckpt_search_dir to the training runs; train searches its own task folder.
+        search_dir = Path(
+            cfg.get("ckpt_search_dir") or Path(cfg.paths.log_dir) / str(cfg.task_name)
+        )
+        ckpt_path = find_last_checkpoint(search_dir, current_experiment(), cfg, resume)
+        log.info(f"ckpt_path=last: using {ckpt_path}")
+    path = validate_checkpoint(ckpt_path, resume=resume)
+    if resume and take_checkpoint_hyperparameters(cfg, path):
+        rewrite_run_info(cfg)  # it records the values actually used
     with open_dict(cfg):
-        cfg.ckpt_path = path
-    return path
+        cfg.ckpt_path = str(path)
+    return str(path)
+
+
+def rewrite_run_info(cfg: DictConfig) -> None:
+    """Write ``run_info.yaml`` again (when the task wrote one) after ``cfg`` changed."""
+    from src.utils.provenance import RUN_INFO, write_run_info
+
+    try:
+        written = (Path(cfg.paths.output_dir) / RUN_INFO).is_file()
+    except Exception:  # no output folder (no Hydra run): nothing to update
+        return
+    if written:
+        write_run_info(cfg)

@@ -11,8 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.models.components.losses import instantiate_criterion
 from src.utils import pylogger
-from src.utils.checkpoints import load_checkpoint
+from src.utils.checkpoints import check_checkpoint_targets, load_checkpoint
 from src.utils.plain_data import to_plain
+from src.utils.trusted_targets import check_trusted_config
 
 log = pylogger.RankedLogger(__name__, rank_zero_only=True)
 
@@ -60,32 +61,18 @@ def instantiate_model(model_cfg: DictConfig) -> LightningModule:
     return model
 
 
-#: Modules a checkpoint's stored config may instantiate from; anything else is refused, so a
-#: crafted checkpoint cannot run arbitrary callables although it loads with weights_only=True.
-TRUSTED_TARGET_PREFIXES = ("src.", "torch.nn.", "torch.optim.", "timm.")
-
-
 def check_trusted_targets(config: Any, where: str) -> None:
-    """Raise if any ``_target_`` in ``config`` lies outside :data:`TRUSTED_TARGET_PREFIXES`."""
-    if isinstance(config, dict):
-        target = config.get("_target_")
-        if target is not None and not str(target).startswith(TRUSTED_TARGET_PREFIXES):
-            raise ValueError(
-                f"{where} asks to instantiate {target!r}; only classes from "
-                f"{list(TRUSTED_TARGET_PREFIXES)} are built from a checkpoint."
-            )
-        for value in config.values():
-            check_trusted_targets(value, where)
-    elif isinstance(config, list):
-        for value in config:
-            check_trusted_targets(value, where)
+    """Raise unless every ``_target_`` in ``config`` is in the checkpoint allow-list
+    (:data:`src.utils.trusted_targets.TRUSTED_TARGETS`); nothing is instantiated to check."""
+    check_trusted_config(config, where)
 
 
 def _no_downloads(config: Any) -> Any:
     """Copy of a model config with every ``pretrained`` flag off: the checkpoint has the weights,
     and rebuilding must never fetch anything from the network."""
     if isinstance(config, dict):
-        return {k: False if k == "pretrained" else _no_downloads(v) for k, v in config.items()}
+        off = {"pretrained": False, "weights": None}  # timm and torchvision spellings
+        return {k: off[k] if k in off else _no_downloads(v) for k, v in config.items()}
     if isinstance(config, list):
         return [_no_downloads(v) for v in config]
     return config
@@ -108,6 +95,7 @@ def load_model_from_checkpoint(
     from src.models.classifier_module import METADATA_KEY  # here: models import utils
 
     checkpoint = load_checkpoint(path)
+    check_checkpoint_targets(checkpoint, path)  # before anything is built or written
     metadata = checkpoint.get(METADATA_KEY)
     if not metadata or not metadata.get("model"):
         raise ValueError(
