@@ -227,6 +227,12 @@ def test_every_backbone_returns_head_dicts_through_the_shared_module(
     file: str, cls: type[nn.Module] | None
 ) -> None:
     assert cls is not None, f"src/models/components/{file}.py has no network taking heads_config"
+    # Networks by name need the name; the MNIST shape is given as the builder would fill it.
+    by_name = {"TimmNet": {"model_name": "resnet18"}, "TorchvisionNet": {"name": "resnet18"}}
+    if cls.__name__ in by_name:
+        cls = functools.partial(
+            cls, **by_name[cls.__name__], in_channels=1, image_size=28, num_classes=10
+        )
     net = cls(heads_config=MNIST_HEADS)
     heads_modules = [m for m in net.modules() if isinstance(m, MultiHead)]
     assert heads_modules == [net.head], "the one shared MultiHead must be the network's `head`"

@@ -30,9 +30,6 @@ from torch import nn
 
 from src.models.components.heads import build_head
 
-#: Arguments a builder may fill from the data (same names as the project's own families).
-SHAPE_ARGS = ("in_channels", "image_size", "num_classes", "heads_config")
-
 
 def _did_you_mean(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
@@ -112,8 +109,6 @@ class TimmNet(nn.Module):
     :param kwargs: Passed to ``timm.create_model`` (``drop_path_rate``, ``drop_rate``, ...).
     """
 
-    shape_args = SHAPE_ARGS
-
     def __init__(
         self,
         model_name: str,
@@ -151,6 +146,7 @@ class TimmNet(nn.Module):
             self._adapt_stem()
         # Nets with a pre-logits layer (MobileNetV3) output head_hidden_size, not num_features.
         width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.num_features = width  # feature width feeding the head(s), as in every family
         self.head = build_head(width, num_classes, heads_config, head_dropout)
 
     @staticmethod
@@ -214,8 +210,6 @@ class TorchvisionNet(nn.Module):
     :param kwargs: Passed to ``torchvision.models.get_model``.
     """
 
-    shape_args = SHAPE_ARGS
-
     def __init__(
         self,
         name: str,
@@ -265,6 +259,7 @@ class TorchvisionNet(nn.Module):
         last_name, last = linears[-1]
         _replace_module(net, last_name, nn.Identity())
         self.backbone = net
+        self.num_features = last.in_features  # feature width feeding the head(s)
         self.head = build_head(last.in_features, num_classes, heads_config, head_dropout)
 
     @staticmethod
