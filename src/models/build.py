@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.utils import pylogger
+from src.utils.checks import heads_of
 
 log = pylogger.RankedLogger(__name__, rank_zero_only=True)
 
@@ -31,13 +32,6 @@ SHAPE_RULES: dict[str, Callable[[Shape, Heads], Any]] = {
 }
 
 
-def _data_heads(datamodule: Any) -> dict[str, int]:
-    heads = getattr(datamodule, "heads", None)
-    if heads is None and getattr(datamodule, "num_classes", None):
-        heads = {"label": int(datamodule.num_classes)}
-    return {h: int(n) for h, n in (heads or {}).items()}
-
-
 def fit_model_config(model_cfg: DictConfig, datamodule: Any) -> DictConfig:
     """A copy of ``model_cfg`` whose unset (``null``) network shape arguments come from the data.
 
@@ -49,7 +43,7 @@ def fit_model_config(model_cfg: DictConfig, datamodule: Any) -> DictConfig:
     fitted = model_cfg.copy()
     net = fitted.get("net")
     shape = tuple(int(s) for s in getattr(datamodule, "input_shape", ()) or ())
-    heads = _data_heads(datamodule)
+    heads = heads_of(datamodule)
     if not isinstance(net, DictConfig) or len(shape) != 3 or not heads:
         return fitted
     filled = {}

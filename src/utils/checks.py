@@ -47,7 +47,8 @@ def _fix_hint(input_shape: tuple[int, ...], heads: Mapping[str, int]) -> str:
     )
 
 
-def _data_heads(datamodule: LightningDataModule) -> dict[str, int]:
+def heads_of(datamodule: LightningDataModule) -> dict[str, int]:
+    """``{head: classes}`` the datamodule yields (from ``heads`` or ``num_classes``)."""
     heads = getattr(datamodule, "heads", None)
     if heads is None and getattr(datamodule, "num_classes", None):
         heads = {"label": int(datamodule.num_classes)}
@@ -89,7 +90,7 @@ def check_model_matches_data(model: LightningModule, datamodule: LightningDataMo
     :raises ValueError: naming the data's shape/heads, the model's, and the configs that fit.
     """
     input_shape = tuple(int(s) for s in getattr(datamodule, "input_shape", ()) or ())
-    data_heads = _data_heads(datamodule)
+    data_heads = heads_of(datamodule)
     data_name = type(datamodule).__name__
     data_desc = f"{data_name} yields images {input_shape} with heads {data_heads}"
     model_heads = dict(getattr(model, "heads", {}) or {})
