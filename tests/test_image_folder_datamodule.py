@@ -261,7 +261,8 @@ def test_cifar10_jpeg_config(tmp_path: Path) -> None:
     assert isinstance(dm, ImageFolderDataModule)
     assert dm.hparams.image_size == 32 and dm.hparams.val_size == 5000
     assert dm.hparams.archive == "x.tgz"
-    assert dm.transform.mean.flatten().tolist() == pytest.approx([0.4914, 0.4822, 0.4465])
+    assert dm.stats_pending  # normalization is computed from the decoded training images
+    assert dm.describe().normalize is None
     assert dm.transform.crop_padding == 4 and dm.transform.hflip
 
 
@@ -291,3 +292,23 @@ def test_real_cifar10_jpeg() -> None:
     assert torch.bincount(dm.data_test.labels).tolist() == [1000] * 10
     mean = dm.data_train.images[:10_000].float().div(255).mean(dim=(0, 2, 3))
     assert mean.tolist() == pytest.approx([0.4914, 0.4822, 0.4465], abs=0.01)
+
+
+def test_normalization_is_computed_from_the_training_split(tmp_path: Path) -> None:
+    """Without data.normalize the mean and std come from the training images (both pipelines),
+    and the description (read by checkpoints) carries them."""
+    write_image_folder(tmp_path, CLASSES, {"train": 6, "test": 2})
+    dm = make(tmp_path, val_size=3)
+    pixels = dm.load_split(train=True)[0].double().div(255)
+    expected_mean = pixels.mean(dim=(0, 2, 3)).tolist()
+    expected_std = pixels.std(dim=(0, 2, 3), correction=0).tolist()
+    described = dm.describe().normalize
+    assert described["mean"] == pytest.approx(expected_mean, abs=1e-4)
+    assert described["std"] == pytest.approx(expected_std, abs=1e-4)
+    x, _ = next(iter(dm.test_dataloader()))  # hand-iterated batches use the computed values
+    expected = (dm.data_test.images[:4].float() / 255 - dm.transform.mean) / dm.transform.std
+    assert torch.allclose(x, expected)
+    lazy = make(tmp_path, val_size=3, in_memory=False)  # all 18 training images fit the sample
+    assert lazy.describe().normalize["mean"] == pytest.approx(expected_mean, abs=1e-4)
+    given = make(tmp_path, val_size=3, normalize={"mean": [0.5] * 3, "std": [0.25] * 3})
+    assert given.describe().normalize == {"mean": [0.5] * 3, "std": [0.25] * 3}

@@ -21,7 +21,7 @@ from its own generator, so iterating a loader never moves the global RNG.
 """
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -31,7 +31,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from src.data.components.memory import InMemoryImages, Labels, index_labels, keep_batch
 from src.data.components.transforms import BatchTransform
 from src.utils.checkpoints import collect_rng_state, restore_rng_state
+from src.utils.data_description import DataDescription, fill_names
 from src.utils.plain_data import make_plain
+
+#: Images read to compute normalization statistics when they are not all in memory.
+STATS_SAMPLE = 10_000
 
 
 class EpochSampler(DistributedSampler):
@@ -120,12 +124,15 @@ class InMemoryDataModule(LightningDataModule):
     :param train_val_test_split: Sizes ``(train, val, test)``. Train and val are a seeded split
         of the official training set; test is (a seeded subset of) the official test set.
         ``None`` uses the whole test set and ``val_size`` validation images.
-    :param val_size: Validation images when ``train_val_test_split`` is ``None``.
+    :param val_size: Validation images when ``train_val_test_split`` is ``None``: a count, or a
+        fraction of the training split (``0.1``).
     :param batch_size: Global batch size, divided across devices.
     :param num_workers: DataLoader workers (the in-memory pipeline needs none).
     :param pin_memory: Pin host memory for faster copies to the GPU.
     :param split_seed: Seed of the train/validation split (independent of the training seed).
-    :param normalize: ``{mean: [...], std: [...]}`` of the [0, 1]-scaled images.
+    :param normalize: ``{mean: [...], std: [...]}`` of the [0, 1]-scaled images; ``None``: the
+        dataset's published statistics where the class has them, otherwise computed from the
+        training split when it is loaded.
     :param augment: Training augmentation, keyword arguments of :class:`BatchTransform`
         (``crop_padding``, ``hflip``, ``degrees``, ``translate``, ``scale``).
     :param in_memory: Use the in-memory batch-wise pipeline (``False``: per-sample transforms).
@@ -143,7 +150,7 @@ class InMemoryDataModule(LightningDataModule):
         self,
         data_dir: str = "data/",
         train_val_test_split: Sequence[int] | None = None,
-        val_size: int = 5_000,
+        val_size: int | float = 5_000,
         batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -158,18 +165,48 @@ class InMemoryDataModule(LightningDataModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         make_plain(self.hparams)
-        normalize = dict(normalize or self.default_normalize())
-        self.transform = BatchTransform(**normalize, **dict(augment or {}))
+        stats = dict(normalize or self.default_normalize() or {})
+        #: Whether mean and std still have to be computed from the training split.
+        self.stats_pending = not stats
+        channels = self.input_shape[0]
+        stats = stats or {"mean": [0.0] * channels, "std": [1.0] * channels}
+        self.transform = BatchTransform(**stats, **dict(augment or {}))
+        #: The statistics as given or computed (plain floats; the transform holds float32).
+        self.stats = {k: [float(v) for v in stats[k]] for k in ("mean", "std")}
         self.batch_size_per_device = batch_size
         self.data_train: Dataset | None = None
         self.data_val: Dataset | None = None
         self.data_test: Dataset | None = None
 
     # ------------------------------------------------------------ subclass API
-    def default_normalize(self) -> dict[str, list[float]]:
-        """Per-channel statistics used when the config gives none."""
-        channels = self.input_shape[0]
-        return {"mean": [0.5] * channels, "std": [0.5] * channels}
+    def default_normalize(self) -> dict[str, list[float]] | None:
+        """Published per-channel statistics used when the config gives none; ``None`` (here):
+        computed from the training split instead."""
+        return None
+
+    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Normalize with these per-channel statistics from now on."""
+        channels = len(mean)
+        self.transform.mean = torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1)
+        self.transform.std = torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1)
+        self.stats = {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+        self.stats_pending = False
+
+    def training_stats(self, images: torch.Tensor) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of uint8 training images, scaled to [0, 1]. Subclasses
+        with a decode cache keep the result there."""
+        return channel_stats(images)
+
+    def describe(self) -> DataDescription:
+        """Input shape, class names per head and normalization, read by the model builder, the
+        early checks and the checkpoint metadata."""
+        known = dict(getattr(self, "label_names", None) or {})
+        stats = {} if self.stats_pending else {k: tuple(v) for k, v in self.stats.items()}
+        return DataDescription(
+            input_shape=tuple(int(s) for s in self.input_shape),
+            class_names=fill_names(self.heads, known, self.class_names),
+            **stats,
+        )
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, Labels]:
         """Read the official training (``train=True``) or test split into memory."""
@@ -179,6 +216,11 @@ class InMemoryDataModule(LightningDataModule):
     def heads(self) -> dict[str, int]:
         """``{head: num_classes}`` of the labels this datamodule yields."""
         return {"label": len(self.class_names)}
+
+    @property
+    def has_val_split(self) -> bool:
+        """Whether the source has its own validation split (then none is split off train)."""
+        return False
 
     @property
     def num_classes(self) -> int:
@@ -191,7 +233,14 @@ class InMemoryDataModule(LightningDataModule):
         n_train, n_test = self.official_sizes
         split = self.hparams.train_val_test_split
         if split is None:
-            split = (n_train - self.hparams.val_size, self.hparams.val_size, n_test)
+            val = 0 if self.has_val_split else self.hparams.val_size
+            n_val = int(round(val * n_train)) if 0 < val < 1 else int(val)
+            if not 0 <= n_val < n_train:
+                raise ValueError(
+                    f"data.val_size={val} leaves no training images out of {n_train}; use a "
+                    f"smaller count or a fraction such as 0.1."
+                )
+            split = (n_train - n_val, n_val, n_test)
         if len(split) != 3 or any(int(s) < 0 for s in split):
             raise ValueError(
                 f"train_val_test_split must be three sizes (train, val, test); got {split}."
@@ -220,6 +269,8 @@ class InMemoryDataModule(LightningDataModule):
         n_train, n_val, n_test = self.split_sizes()
         generator = torch.Generator().manual_seed(self.hparams.split_seed)
         full_train = InMemoryImages(*self.load_split(train=True))
+        if self.stats_pending:
+            self.set_normalization(*self.training_stats(full_train.images))
         order = torch.randperm(len(full_train), generator=generator)
         train_set = full_train.subset(order[:n_train])
         val_set = full_train.subset(order[n_train : n_train + n_val])
@@ -324,7 +375,32 @@ class InMemoryDataModule(LightningDataModule):
             restore_rng_state(state_dict["rng"])
 
 
+def channel_stats(images: torch.Tensor | Iterable[torch.Tensor]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 images in [0, 1].
+
+    :param images: One ``(N, C, H, W)`` tensor, or any iterable of ``(C, H, W)`` images or
+        ``(N, C, H, W)`` chunks (sizes may differ). Accumulated in float64 chunks, so no float copy
+        of the whole dataset is made.
+    """
+    if isinstance(images, torch.Tensor):
+        images = images.split(4096)
+    total = squares = None
+    count = 0
+    for x in images:
+        x = x.to(torch.float64).div_(255.0)
+        x = x.reshape(-1, *x.shape[-3:]) if x.ndim == 4 else x.unsqueeze(0)
+        sums, sq = x.sum(dim=(0, 2, 3)), x.square().sum(dim=(0, 2, 3))
+        total, squares = (sums, sq) if total is None else (total + sums, squares + sq)
+        count += x.numel() // x.shape[1]
+    if total is None or count == 0:
+        raise ValueError("Cannot compute normalization statistics of an empty training split.")
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(1e-12).sqrt().clamp_min(1e-3)
+    return [round(float(m), 4) for m in mean], [round(float(v), 4) for v in std]
+
+
 __all__ = [
+    "channel_stats",
     "EpochSampler",
     "InMemoryDataModule",
     "NormalizedBatches",

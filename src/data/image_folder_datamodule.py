@@ -9,7 +9,7 @@ Validation comes from ``val/`` when it exists, otherwise from a seeded split of 
 test set is ``test/``, never mixed with training images.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,9 @@ import torch
 from torch.utils.data import Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
-from src.data.base_datamodule import InMemoryDataModule
+from src.data.base_datamodule import STATS_SAMPLE, InMemoryDataModule, channel_stats
 from src.data.components.image_folder import (
     DEFAULT_MAX_IMAGE_PIXELS,
     ImageFolderError,
@@ -170,19 +171,10 @@ class ImageFolderDataModule(InMemoryDataModule):
         )
 
     # ------------------------------------------------------------------ splits
-    def split_sizes(self) -> tuple[int, int, int]:
-        """``(train, val, test)``: ``val_size`` (count or fraction) comes off ``train/`` unless
-        ``val/`` exists; ``train_val_test_split`` overrides both."""
-        if self.hparams.train_val_test_split is not None:
-            return super().split_sizes()
-        n_train, n_test = self.official_sizes
-        val = self.hparams.val_size
-        n_val = 0 if self.has_val_folder else int(round(val * n_train) if val < 1 else val)
-        if not 0 <= n_val < n_train:
-            raise ValueError(
-                f"val_size={val} leaves no training images out of {n_train} in {self.root / 'train'}."
-            )
-        return n_train - n_val, n_val, n_test
+    @property
+    def has_val_split(self) -> bool:
+        """``val/`` is the validation split when it exists."""
+        return self.has_val_folder
 
     def setup(self, stage: str | None = None) -> None:
         """Load the decoded splits (in memory) or index the files (lazy), then split by seed."""
@@ -252,6 +244,14 @@ class ImageFolderDataModule(InMemoryDataModule):
             str(self.root / split), transform=self._sample_transform(train), loader=loader
         )
 
+    def _sample_images(self, samples: list[tuple[str, int]]) -> Iterator[torch.Tensor]:
+        """A seeded sample of training images (resized if configured), for the statistics."""
+        generator = torch.Generator().manual_seed(self.hparams.split_seed)
+        size = image_size_pair(self.hparams.image_size)
+        for i in torch.randperm(len(samples), generator=generator)[:STATS_SAMPLE].tolist():
+            image = read_image(samples[i][0], self.hparams.channels, self.hparams.max_image_pixels)
+            yield TF.resize(image, list(size), antialias=True) if size else image
+
     def _build_lazy(self) -> None:
         """torchvision ``ImageFolder`` datasets reading files per sample in the workers."""
         classes, _samples = scan_split(self.root / "train")
@@ -259,6 +259,8 @@ class ImageFolderDataModule(InMemoryDataModule):
         for split in self._splits()[1:]:
             scan_split(self.root / split, class_to_idx)  # same classes, not empty
         self.class_names = classes
+        if self.stats_pending:
+            self.set_normalization(*channel_stats(self._sample_images(_samples)))
         train_aug, train_plain = self._folder("train", True), self._folder("train", False)
         self.official_sizes = (len(train_aug), len(self._folder("test", False)))
         n_train, n_val, n_test = self.split_sizes()

@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.utils import pylogger
-from src.utils.checks import heads_of
+from src.utils.data_description import describe
 
 log = pylogger.RankedLogger(__name__, rank_zero_only=True)
 
@@ -36,14 +36,14 @@ def fit_model_config(model_cfg: DictConfig, datamodule: Any) -> DictConfig:
     """A copy of ``model_cfg`` whose unset (``null``) network shape arguments come from the data.
 
     :param model_cfg: The ``model`` config (its ``net`` node holds the network's arguments).
-    :param datamodule: Anything with ``input_shape`` ``(C, H, W)`` and ``heads``
-        ``{head: classes}`` (every datamodule of the project).
+    :param datamodule: Any datamodule; its :func:`~src.utils.data_description.describe`
+        gives the input shape ``(C, H, W)`` and the heads ``{head: classes}``.
     :return: The filled copy; ``model_cfg`` itself is not changed.
     """
     fitted = model_cfg.copy()
     net = fitted.get("net")
-    shape = tuple(int(s) for s in getattr(datamodule, "input_shape", ()) or ())
-    heads = heads_of(datamodule)
+    description = describe(datamodule)
+    shape, heads = description.input_shape, description.heads
     if not isinstance(net, DictConfig) or len(shape) != 3 or not heads:
         return fitted
     filled = {}

@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from src.models.components.heads import MultiHead
 from src.models.components.losses import ClassificationLoss, instantiate_criterion
+from src.utils.data_description import describe, names_for_model
 from src.utils.local_paths import portable_paths
 from src.utils.plain_data import make_plain, to_plain
 
@@ -55,34 +56,9 @@ def infer_heads(net: nn.Module, num_classes: int | None = None) -> dict[str, int
 
 
 def head_class_names(datamodule: Any, heads: Mapping[str, int]) -> dict[str, list[str]]:
-    """``{head: class names}`` for ``heads``, from whatever the datamodule knows.
-
-    A datamodule may expose ``label_names`` (``{dataset head: names}``, as the CIFAR ones do);
-    the primary head can also use ``class_names``. A head whose names are unknown or of the wrong
-    length gets ``"0" ... "n-1"``.
-    """
-    known = dict(getattr(datamodule, "label_names", None) or {})
-    primary = list(getattr(datamodule, "class_names", None) or [])
-    names = {}
-    for i, (head, n) in enumerate(heads.items()):
-        candidates = [list(known.get(head) or []), primary if i == 0 else []]
-        found = next((c for c in candidates if len(c) == n), None)
-        names[head] = [str(c) for c in found] if found else [str(k) for k in range(n)]
-    return names
-
-
-def datamodule_normalization(datamodule: Any) -> dict[str, list[float]] | None:
-    """``{mean, std}`` (per channel, of [0, 1] images) the datamodule normalizes inputs with."""
-    hparams = getattr(datamodule, "hparams", None) or {}
-    normalize = hparams.get("normalize") if hasattr(hparams, "get") else None
-    if not normalize and callable(getattr(datamodule, "default_normalize", None)):
-        normalize = datamodule.default_normalize()
-    if normalize:
-        return {k: [float(v) for v in normalize[k]] for k in ("mean", "std")}
-    transform = getattr(datamodule, "transform", None)
-    if transform is not None and hasattr(transform, "mean") and hasattr(transform, "std"):
-        return {k: [float(v) for v in getattr(transform, k).flatten()] for k in ("mean", "std")}
-    return None
+    """``{model head: class names}`` from the datamodule's description (``"0" ... "n-1"`` for a
+    head whose names are unknown)."""
+    return names_for_model(describe(datamodule) if datamodule is not None else None, heads)
 
 
 class ClassifierLitModule(LightningModule):
@@ -320,11 +296,12 @@ class ClassifierLitModule(LightningModule):
             "heads": dict(self.heads),
         }
         if datamodule is not None:
-            shape = self._input_shape or list(getattr(datamodule, "input_shape", []) or [])
+            description = describe(datamodule)
+            shape = self._input_shape or list(description.input_shape)
             data_cls = type(datamodule)
             meta |= {
-                "class_names": head_class_names(datamodule, self.heads),
-                "normalize": datamodule_normalization(datamodule),
+                "class_names": names_for_model(description, self.heads),
+                "normalize": description.normalize,
                 "input_shape": [int(s) for s in shape] or None,
                 "data": {
                     "_target_": f"{data_cls.__module__}.{data_cls.__qualname__}",
@@ -333,7 +310,7 @@ class ClassifierLitModule(LightningModule):
             }
         else:
             meta |= {
-                "class_names": previous.get("class_names") or head_class_names(None, self.heads),
+                "class_names": previous.get("class_names") or names_for_model(None, self.heads),
                 "normalize": previous.get("normalize"),
                 "input_shape": previous.get("input_shape") or self._input_shape,
                 "data": previous.get("data"),

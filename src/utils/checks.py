@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from lightning import LightningDataModule, LightningModule
 
+from src.utils.data_description import describe
+
 MODEL_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
 
 # (image shape, {head: classes}) -> name prefix of the model configs built for that data.
@@ -48,11 +50,8 @@ def _fix_hint(input_shape: tuple[int, ...], heads: Mapping[str, int]) -> str:
 
 
 def heads_of(datamodule: LightningDataModule) -> dict[str, int]:
-    """``{head: classes}`` the datamodule yields (from ``heads`` or ``num_classes``)."""
-    heads = getattr(datamodule, "heads", None)
-    if heads is None and getattr(datamodule, "num_classes", None):
-        heads = {"label": int(datamodule.num_classes)}
-    return {h: int(n) for h, n in (heads or {}).items()}
+    """``{head: classes}`` the datamodule yields, from its description."""
+    return describe(datamodule).heads
 
 
 def _heads_mismatch(model_heads: Mapping[str, int], data_heads: Mapping[str, int]) -> str | None:
@@ -89,8 +88,8 @@ def check_model_matches_data(model: LightningModule, datamodule: LightningDataMo
     :param datamodule: A datamodule with ``input_shape`` and ``heads`` (``{head: classes}``).
     :raises ValueError: naming the data's shape/heads, the model's, and the configs that fit.
     """
-    input_shape = tuple(int(s) for s in getattr(datamodule, "input_shape", ()) or ())
-    data_heads = heads_of(datamodule)
+    description = describe(datamodule)
+    input_shape, data_heads = description.input_shape, description.heads
     data_name = type(datamodule).__name__
     data_desc = f"{data_name} yields images {input_shape} with heads {data_heads}"
     model_heads = dict(getattr(model, "heads", {}) or {})
