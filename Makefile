@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 comma := ,
-EXTRAS ?= dev,search,loggers,cluster,export
+EXTRAS ?= dev,search,loggers,cluster,export,hf
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 TRAIN := $(PY) src/train.py
 ARGS ?=
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
-install i: $(STAMP) ## Create .venv and install the project (idempotent; EXTRAS=dev,search,loggers,cluster,export)
+install i: $(STAMP) ## Create .venv and install the project (idempotent; EXTRAS=dev,search,loggers,cluster,export,hf)
 
 activate a: ## Show how to activate the environment
 	@echo "source $(VENV)/bin/activate"
