@@ -203,12 +203,16 @@ def split_data(cfg: DictConfig, metadata: dict[str, Any], split: str) -> tuple[A
                 f"{cfg.ckpt_path} stores no datamodule config; pass one, e.g. data=mnist."
             )
         check_trusted_targets(data_cfg, f"The data config stored in {cfg.ckpt_path}")
-        data_cfg = localize_paths(data_cfg, cfg.paths.root_dir, cfg.paths.data_dir) | overrides
+        stored = {k: v for k, v in data_cfg.items() if k not in overrides}
+        data_cfg = localize_paths(stored, cfg.paths.root_dir, cfg.paths.data_dir) | overrides
     # One pass over the split: decoded into memory once, batches normalized on the CPU.
     data_cfg = {**data_cfg, "in_memory": True, "data_on_device": False}
     datamodule = hydra.utils.instantiate(data_cfg, _convert_="all")
     datamodule.prepare_data()
     datamodule.setup("predict")
+    stats = metadata.get("normalize")
+    if stats and callable(getattr(datamodule, "set_normalization", None)):
+        datamodule.set_normalization(stats["mean"], stats["std"])  # the values it trained with
     data = getattr(datamodule, f"data_{split}")
     if not isinstance(data, InMemoryImages):
         raise TypeError(f"{type(datamodule).__name__}.data_{split} is not an in-memory split.")

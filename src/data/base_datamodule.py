@@ -304,10 +304,12 @@ class InMemoryDataModule(LightningDataModule):
             loader_cls = ResumableDataLoader
             kwargs["sampler"] = self._train_sampler(dataset)
             kwargs["position"] = self._train_position if self.trainer is not None else None
+        # A last training batch of one image cannot train BatchNorm layers: drop that one image.
+        drop_last = train and self._rank_share(len(dataset)) % self.batch_size_per_device == 1
         return loader_cls(
             dataset,
             batch_size=self.batch_size_per_device,
-            drop_last=False,
+            drop_last=drop_last,
             num_workers=workers,
             pin_memory=self.hparams.pin_memory and not on_device,
             collate_fn=self._collate(train) if fast else None,
@@ -316,6 +318,11 @@ class InMemoryDataModule(LightningDataModule):
             generator=torch.Generator().manual_seed(0),
             **kwargs,
         )
+
+    def _rank_share(self, n: int) -> int:
+        """Samples one rank gets of ``n`` (the distributed sampler pads to equal shares)."""
+        world = self.trainer.world_size if self.trainer is not None else 1
+        return -(-n // world)
 
     def _collate(self, train: bool) -> Callable[[Any], Any]:
         """Inside a Trainer, batches stay uint8 (normalized later, on the device); a loader

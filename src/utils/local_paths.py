@@ -47,7 +47,9 @@ def localize_paths(config: dict[str, Any], root_dir: str | Path, data_dir: str |
                     f"pass +data.{key}=/path/on/this/machine."
                 )
             out[key] = str(data_dir)
-        elif key.endswith(("_dir", "_path", "_file")) and isinstance(value, str) and value:
-            if not Path(value).expanduser().is_absolute():
+        elif isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            if key.endswith(("_dir", "_path", "_file")):
                 out[key] = str(Path(root_dir) / value)
+            elif key == "path" and (Path(root_dir) / value).exists():
+                out[key] = str(Path(root_dir) / value)  # a file; a hub id stays as it is
     return out
