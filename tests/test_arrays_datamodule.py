@@ -190,3 +190,17 @@ def test_train_predict_export_from_the_config(tmp_path: Path) -> None:
     exported = json.loads(sidecar.read_text())
     assert exported["class_names"] == {"label": CLASSES}
     assert exported["input_shape"] == [3, 12, 12]
+
+
+def test_interrupted_run_on_arrays_resumes_exactly(cfg_train, tmp_path: Path) -> None:
+    """The source datamodules share the exact mid-epoch resume of the built-in datasets."""
+    from tests.test_resume import _interrupt_and_resume
+
+    file = write_npz(tmp_path / "d.npz", n_train=480, n_test=128)
+    cfg = cfg_train.copy()
+    with open_dict(cfg):
+        cfg.data = compose_config("train.yaml", ["data=arrays", f"data.path={file}"]).data
+        cfg.data.data_dir = str(tmp_path / "data")
+        cfg.model.net.input_size = 3 * 12 * 12
+        cfg.model.net.output_size = 3
+    _interrupt_and_resume(cfg, tmp_path, kill_step=18, ckpt_step=15, ckpt_epoch=1)
