@@ -29,7 +29,8 @@ from src.utils import (  # noqa: E402
     task_wrapper,
 )
 from src.utils.checkpoints import resolve_ckpt_path  # noqa: E402
-from src.utils.checks import check_ddp_launch, check_model_matches_data  # noqa: E402
+from src.utils.checks import check_model_matches_data  # noqa: E402
+from src.utils.ddp_trials import needs_trial_ranks, trial_ranks  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
 
@@ -46,7 +47,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
-        check_ddp_launch(cfg.trainer, multirun, str(hydra_cfg.launcher.get("_target_", "")))
+        if needs_trial_ranks(cfg.trainer, multirun, str(hydra_cfg.launcher.get("_target_", ""))):
+            with trial_ranks(cfg.trainer, __file__):  # a DDP trial of a local sweep
+                return fit_and_test(cfg, ckpt_path)
+    return fit_and_test(cfg, ckpt_path)
+
+
+def fit_and_test(cfg: DictConfig, ckpt_path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Build everything from ``cfg``, fit (from ``ckpt_path`` if given), then test."""
     if cfg.get("seed") is not None:  # seed 0 is a valid seed
         L.seed_everything(cfg.seed, workers=True)
 

@@ -158,18 +158,64 @@ def test_ddp_sim_trains_like_a_single_process(cfg_train: DictConfig, tmp_path: P
     assert ddp["test/acc"] > 0.6 and single_acc > 0.6, (ddp, single_acc)
 
 
-def test_ddp_inside_a_local_multirun_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DDP re-runs the command line; inside ``-m`` that would repeat the sweep, so it fails early."""
-    from src.utils.checks import check_ddp_launch
+def test_ddp_trials_of_a_local_multirun_start_their_own_ranks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Inside ``-m`` a DDP job starts its ranks itself (Lightning would re-run the sweep);
+    single runs, one-device trials and externally started ranks are left to Lightning."""
+    from src.utils.ddp_trials import needs_trial_ranks
 
     for var in ("LOCAL_RANK", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(var, raising=False)
     ddp = {"strategy": "ddp", "devices": 2, "num_nodes": 1}
     basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
-    with pytest.raises(ValueError, match="submitit_slurm"):
-        check_ddp_launch(ddp, multirun=True, launcher=basic)
-    check_ddp_launch(ddp, multirun=False, launcher=basic)  # a single run is fine
-    check_ddp_launch({**ddp, "devices": 1}, multirun=True, launcher=basic)
-    check_ddp_launch(ddp, multirun=True, launcher="hydra_plugins.hydra_submitit_launcher.x")
+    assert needs_trial_ranks(ddp, multirun=True, launcher=basic)
+    assert needs_trial_ranks({**ddp, "devices": [0, 1]}, multirun=True, launcher=basic)
+    assert not needs_trial_ranks(ddp, multirun=False, launcher=basic)
+    assert not needs_trial_ranks({**ddp, "devices": 1}, multirun=True, launcher=basic)
+    assert not needs_trial_ranks({**ddp, "strategy": "auto"}, multirun=True, launcher=basic)
+    submitit = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert not needs_trial_ranks(ddp, multirun=True, launcher=submitit)
     monkeypatch.setenv("LOCAL_RANK", "0")  # torchrun started the ranks itself
-    check_ddp_launch(ddp, multirun=True, launcher=basic)
+    assert not needs_trial_ranks(ddp, multirun=True, launcher=basic)
+
+
+@pytest.mark.slow
+def test_optuna_search_with_ddp_trials(tmp_path: Path) -> None:
+    """Two Optuna trials with ``trainer=ddp_sim``: each in its own folder, trained by two
+    processes, and the value the study records is the one its folder reports."""
+    import optuna
+    import yaml
+
+    sweep = tmp_path / "sweep"
+    command = [
+        sys.executable,
+        "src/train.py",
+        "-m",
+        "hparams_search=mnist_optuna",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}",
+        "hydra.sweeper.study_name=ddp",
+        f"hydra.sweep.dir={sweep}",
+        "trainer=ddp_sim",
+        "data.train_val_test_split=[512,128,128]",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        "test=false",
+        "callbacks.rich_progress_bar=null",
+        "callbacks.model_summary=null",
+        "extras.print_config=false",
+        "extras.enforce_tags=false",
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert output.count("DDP trial: starting ranks 1-1") == 2
+    assert output.count("Starting with 2 processes") == 2  # one two-process group per trial
+    study = optuna.load_study(study_name="ddp", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    for trial in study.trials:
+        folder = sweep / f"trial_{trial.number:03d}"
+        info = yaml.safe_load((folder / "run_info.yaml").read_text())
+        assert info["status"] == "finished"
+        assert trial.value == pytest.approx(info["metrics"]["val/acc_best"])

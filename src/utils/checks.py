@@ -6,7 +6,6 @@ accepts and predicts, by running the network once on a zero batch of the data's 
 computing every head's loss on it.
 """
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -148,30 +147,3 @@ def _check_losses(model: LightningModule, logits: Mapping[str, torch.Tensor]) ->
                 f"classes: {type(err).__name__}: {str(err).splitlines()[0]}. Check its "
                 f"arguments (a class `weight` needs one value per class, here {y.shape[-1]})."
             ) from err
-
-
-#: Environment variables that mean an outside launcher (torchrun, SLURM) started every rank.
-_EXTERNAL_LAUNCH_VARS = ("LOCAL_RANK", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID")
-
-
-def check_ddp_launch(trainer_cfg: Mapping, multirun: bool, launcher: str = "") -> None:
-    """Refuse a script-relaunching DDP run inside a local Hydra multirun, before it starts.
-
-    Lightning starts DDP ranks by re-running the command line; inside ``-m`` that re-runs the
-    whole sweep (a second multirun folder, duplicated Optuna trials).
-
-    :param trainer_cfg: The ``trainer`` config (``strategy``, ``devices``, ``num_nodes``).
-    :param multirun: Whether Hydra runs in multirun mode.
-    :param launcher: Hydra's launcher class path (submitit starts each rank itself).
-    """
-    strategy = str(trainer_cfg.get("strategy", "auto"))
-    devices = trainer_cfg.get("devices", 1)
-    several = devices not in (1, "1", None) or int(trainer_cfg.get("num_nodes", 1) or 1) > 1
-    external = any(v in os.environ for v in _EXTERNAL_LAUNCH_VARS) or "submitit" in launcher
-    if multirun and several and strategy.startswith("ddp") and not external:
-        raise ValueError(
-            f"trainer.strategy={strategy} with devices={devices} cannot run inside a local Hydra "
-            "multirun (-m): DDP re-runs the command line, which would repeat the sweep. Use "
-            "hydra/launcher=submitit_slurm (one job per trial, every rank started by SLURM), or "
-            "one device per trial (trainer.devices=1)."
-        )
