@@ -92,11 +92,13 @@ def test_fashion_mnist_idx_files(fashion, monkeypatch: pytest.MonkeyPatch) -> No
         raise AssertionError("decoded again instead of loading the cache")
 
     monkeypatch.setattr(TorchvisionSource, "read_split", no_decode)
+    monkeypatch.setattr(TorchvisionSource, "_construct", no_decode)  # not even opened
     again = fashion_dm(root)
     again.setup()
     assert torch.equal(again.data_test.images, dm.data_test.images)
     assert torch.equal(again.data_train.images, dm.data_train.images)
 
+    monkeypatch.undo()
     # Per sample (in_memory=false): the same test images, normalized by the same statistics.
     lazy = fashion_dm(root, in_memory=False)
     lazy.setup()
@@ -105,6 +107,23 @@ def test_fashion_mnist_idx_files(fashion, monkeypatch: pytest.MonkeyPatch) -> No
     for i in (0, 57, 99):
         image, label = lazy.data_test[i]
         assert torch.equal(image, normalize(dm.data_test.images[i])) and label == test_labels[i]
+
+
+def test_changed_files_decode_again(tmp_path: Path) -> None:
+    """The cache key follows the files (names, sizes, times) and the settings, cheaply."""
+    write_mnist_like(tmp_path, n_train=40, n_test=10)
+    first = fashion_dm(tmp_path, val_size=5)
+    first.setup()
+    key = first.cache_key()
+    named = fashion_dm(tmp_path, val_size=5, class_names=[f"c{i}" for i in range(10)])
+    assert named.cache_key() != key
+    written = write_mnist_like(tmp_path, n_train=30, n_test=10)  # other sizes and contents
+    second = fashion_dm(tmp_path, val_size=5)
+    assert second.cache_key() != key
+    second.setup()
+    assert len(second.data_train) == 25
+    assert torch.equal(second.data_test.images[:, 0], torch.from_numpy(written["test"][0]))
+    assert len(list((tmp_path / ".decoded").glob("torchvision-FashionMNIST-*.pt"))) == 1
 
 
 def test_svhn_mat_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,6 +154,36 @@ def test_svhn_mat_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert torch.equal(dm.data_test.images, torch.from_numpy(x).permute(3, 2, 0, 1))
     assert dm.data_test.labels.tolist() == [int(v) % 10 for v in y[:, 0]]
     assert dm.data_test.labels[0] == 0 and len(dm.data_train) == 50
+
+
+def test_dtd_image_files_with_validation_split(tmp_path: Path) -> None:
+    """A class without one image array (DTD: JPEG files listed per split) is read per sample
+    through the converter; its own validation split is the validation split."""
+    data = tmp_path / "dtd" / "dtd"
+    (data / "labels").mkdir(parents=True)
+    classes = ["banded", "dotted", "striped"]
+    rng = np.random.default_rng(2)
+    for split, n in (("train", 4), ("val", 2), ("test", 3)):
+        lines = []
+        for name in classes:
+            (data / "images" / name).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                size = (20 + 4 * i, 24)  # sizes differ: data.image_size makes them one
+                pixels = rng.integers(0, 256, (*size, 3)).astype(np.uint8)
+                Image.fromarray(pixels).save(data / "images" / name / f"{split}_{i}.jpg")
+                lines.append(f"{name}/{split}_{i}.jpg")
+        (data / "labels" / f"{split}1.txt").write_text("\n".join(lines) + "\n")
+
+    dm = TorchvisionDataModule(dataset="DTD", data_dir=str(tmp_path), image_size=16, cache=False)
+    dm.setup()
+    assert dm.class_names == classes and dm.has_val_split and dm.input_shape == (3, 16, 16)
+    assert (len(dm.data_train), len(dm.data_val), len(dm.data_test)) == (12, 6, 9)
+    assert dm.data_test.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    first = Image.open(data / "images" / "banded" / "test_0.jpg")
+    assert torch.equal(dm.data_test.images[0], dm.convert(first))
+
+    with pytest.raises(SourceError, match="set data.image_size"):
+        TorchvisionDataModule(dataset="DTD", data_dir=str(tmp_path), cache=False).setup()
 
 
 def test_unknown_class_names_close_ones() -> None:

@@ -176,10 +176,13 @@ class TorchvisionSource(Source):
             if p.default is inspect.Parameter.empty and n not in chosen
         ]
         if missing:
+            choices = getattr(self.cls, f"{missing[0]}s", None)  # e.g. EMNIST.splits
+            values = f"one of {', '.join(choices)}" if isinstance(choices, tuple) else "..."
             raise SourceError(
                 f"torchvision.datasets.{self.dataset} needs "
                 f"{', '.join(f'data.kwargs.{m}' for m in missing)} (e.g. "
-                f"+data.kwargs.{missing[0]}=...); see its documentation for the values."
+                f"+data.kwargs.{missing[0]}={choices[0] if isinstance(choices, tuple) else '...'}; "
+                f"{missing[0]}: {values})."
             )
 
     def _selectors(self, splits: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -226,6 +229,17 @@ class TorchvisionSource(Source):
             return root, [v[1] for k, v in cls.split_list.items() if k in values]
         base = getattr(cls, "base_folder", None)
         return (root / base if isinstance(base, str) else root), []
+
+    def download_names(self) -> list[str]:
+        """Names of the archives or files the class downloads, for messages about classes
+        that do not list their unpacked files."""
+        cls = self.cls
+        found: list[Any] = [v for v in getattr(cls, "_file_dict", {}).values()]
+        resources = getattr(cls, "_RESOURCES", ())
+        found += list(resources.values()) if isinstance(resources, Mapping) else list(resources)
+        found += [getattr(cls, key) for key in ("_URL", "url", "filename") if hasattr(cls, key)]
+        names = [v[0] if isinstance(v, tuple | list) else v for v in found]
+        return list(dict.fromkeys(os.path.basename(n) for n in names if isinstance(n, str)))
 
     def _file_stats(self) -> list[tuple[str, int, int]]:
         """``(name, size, mtime)`` of the dataset's files: the expected ones, or everything
@@ -282,7 +296,10 @@ class TorchvisionSource(Source):
             raise SourceError(f"{where}: {err} (check data.kwargs and data.splits)") from err
         except (RuntimeError, OSError) as err:
             folder, names = self.expected_files()
-            files = ", ".join(names) if names else "the files listed in its documentation"
+            downloads = ", ".join(self.download_names()) or "see its documentation"
+            files = (
+                ", ".join(names) if names else f"the unpacked files of its download ({downloads})"
+            )
             if args.get("download"):
                 raise SourceError(
                     f"{where} could not download the dataset ({type(err).__name__}: {err}); is "
@@ -315,7 +332,14 @@ class TorchvisionSource(Source):
         arrays = array_split(data, convert)
         if arrays is not None:
             return convert.batch(arrays[0]), arrays[1]
-        return super().read_split(name, convert)
+        try:
+            return super().read_split(name, convert)
+        except (TypeError, ValueError) as err:  # e.g. a target that is a dict or a mask
+            raise SourceError(
+                f"torchvision.datasets.{self.dataset} ({name} split) does not yield (image, class "
+                f"index) pairs: {err}. data=torchvision reads image-classification datasets; "
+                "check data.kwargs (e.g. a target_type that gives class indices)."
+            ) from err
 
 
 def split_labels(data: Dataset) -> list[int]:
@@ -364,8 +388,9 @@ class TorchvisionDataModule(SourceDataModule):
     :param splits: ``{train, test[, val]: value of the class's train=/split= argument}``;
         ``None``: the class's usual train and test (and validation) splits.
     :param class_names: Names in label order; ``None``: the class's ``classes``, else numbers.
+    :param download: Let the class download missing files (it needs internet access).
     :param options: Everything else of :class:`~src.data.source_datamodule.SourceDataModule`
-        (``data_dir`` is the class's ``root``; ``download`` lets the class download).
+        (``data_dir`` is the class's ``root``).
     """
 
     def __init__(
@@ -374,9 +399,10 @@ class TorchvisionDataModule(SourceDataModule):
         kwargs: Mapping[str, Any] | None = None,
         splits: Mapping[str, Any] | None = None,
         class_names: Sequence[str] | None = None,
+        download: bool = False,
         **options: Any,
     ) -> None:
-        super().__init__(**options)
+        super().__init__(download=download, **options)
         self._source = self.open_source()  # checks the name and arguments now, reads no file
 
     def open_source(self) -> TorchvisionSource:
