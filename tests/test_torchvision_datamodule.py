@@ -182,6 +182,13 @@ def test_dtd_image_files_with_validation_split(tmp_path: Path) -> None:
     first = Image.open(data / "images" / "banded" / "test_0.jpg")
     assert torch.equal(dm.data_test.images[0], dm.convert(first))
 
+    # The cache key reads DTD's own folder only: other files under data_dir do not change it.
+    key = dm.cache_key()
+    (tmp_path / "other_dataset.bin").write_bytes(b"unrelated")
+    assert dm.cache_key() == key
+    (data / "labels" / "test1.txt").write_text("banded/test_0.jpg\n")
+    assert dm.cache_key() != key
+
     with pytest.raises(SourceError, match="set data.image_size"):
         TorchvisionDataModule(dataset="DTD", data_dir=str(tmp_path), cache=False).setup()
 

@@ -228,7 +228,9 @@ class TorchvisionSource(Source):
             values = set(self.selectors.values())
             return root, [v[1] for k, v in cls.split_list.items() if k in values]
         base = getattr(cls, "base_folder", None)
-        return (root / base if isinstance(base, str) else root), []
+        if isinstance(base, str):
+            return root / base, []
+        return own_folder(root, self.dataset), []
 
     def download_names(self) -> list[str]:
         """Names of the archives or files the class downloads, for messages about classes
@@ -340,6 +342,21 @@ class TorchvisionSource(Source):
                 f"index) pairs: {err}. data=torchvision reads image-classification datasets; "
                 "check data.kwargs (e.g. a target_type that gives class indices)."
             ) from err
+
+
+def own_folder(root: Path, dataset: str) -> Path:
+    """The subfolder of ``root`` named after the class (``flowers-102`` for Flowers102,
+    ``oxford-iiit-pet`` for OxfordIIITPet, as most classes lay out their files), else ``root``."""
+
+    def plain(name: str) -> str:
+        return "".join(c for c in name.lower() if c.isalnum())
+
+    found = []
+    if root.is_dir():
+        found = [
+            p for p in root.iterdir() if p.is_dir() and plain(p.name).startswith(plain(dataset))
+        ]
+    return found[0] if len(found) == 1 else root
 
 
 def split_labels(data: Dataset) -> list[int]:
