@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import pickle
 import struct
 import urllib.error
 from pathlib import Path
@@ -18,6 +19,7 @@ from src.data.components import sources
 from src.data.components.sources import SourceError
 from src.data.torchvision_datamodule import TorchvisionDataModule, TorchvisionSource
 from tests.conftest import ROOT, compose_config, train_tiny
+from tests.helpers.cifar_files import CIFAR10_CLASSES
 
 FASHION = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -154,6 +156,40 @@ def test_svhn_mat_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert torch.equal(dm.data_test.images, torch.from_numpy(x).permute(3, 2, 0, 1))
     assert dm.data_test.labels.tolist() == [int(v) % 10 for v in y[:, 0]]
     assert dm.data_test.labels[0] == 0 and len(dm.data_train) == 50
+
+
+def test_cifar10_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CIFAR10's pickled batches (rows of 3072 bytes: red, green, blue planes) as torchvision
+    reads them; it holds HWC arrays, converted in one go."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    written = {}
+    names = [*(n for n, _ in tv_datasets.CIFAR10.train_list), "test_batch", "batches.meta"]
+    for name in names:
+        if name == "batches.meta":
+            content = {"label_names": CIFAR10_CLASSES}
+        else:
+            images = rng.integers(0, 256, (6, 3, 32, 32)).astype(np.uint8)
+            labels = rng.integers(0, 10, 6).tolist()
+            content = {"data": images.reshape(6, -1), "labels": labels}
+            written[name] = (images, labels)
+        (folder / name).write_bytes(pickle.dumps(content, protocol=2))
+    # CIFAR10 checks each file's MD5 before unpickling it: expect these files' own.
+    md5 = {n: hashlib.md5((folder / n).read_bytes()).hexdigest() for n in names}
+    cls = tv_datasets.CIFAR10
+    monkeypatch.setattr(cls, "train_list", [[n, md5[n]] for n, _ in cls.train_list])
+    monkeypatch.setattr(cls, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5["batches.meta"]})
+    monkeypatch.setattr(sources, "stack_samples", None)  # the array path needs no per-sample read
+
+    dm = TorchvisionDataModule(dataset="CIFAR10", data_dir=str(tmp_path), val_size=6, cache=False)
+    dm.setup()
+    assert dm.class_names == CIFAR10_CLASSES and dm.input_shape == (3, 32, 32)
+    assert (len(dm.data_train), len(dm.data_val), len(dm.data_test)) == (24, 6, 6)
+    images, labels = written["test_batch"]
+    assert torch.equal(dm.data_test.images, torch.from_numpy(images))
+    assert dm.data_test.labels.tolist() == labels
 
 
 def test_dtd_image_files_with_validation_split(tmp_path: Path) -> None:
