@@ -248,3 +248,40 @@ def test_train_predict_export(parquet_dir: Path, tmp_path: Path) -> None:
     assert metrics["max_abs_diff"] < 1e-4
     logits = run_onnx(objects["path"], torch.zeros(4, 3, 16, 16))["label"]
     assert logits.shape == (4, len(CLASSES))
+
+
+def test_pixel_array_column(tmp_path: Path) -> None:
+    """Images stored as uint8 arrays (no encoded files) are read in numpy batches."""
+    images, labels = make_images(20, 8, 3, 0)
+    features = datasets.Features(
+        {"image": datasets.Array3D((8, 8, 3), "uint8"), "label": datasets.Value("int64")}
+    )
+    ds = datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+    datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(tmp_path / "ds"))
+    dm = datamodule(tmp_path, tmp_path / "ds", val_size=4)
+    assert dm.class_names == ["0", "1", "2"]  # no ClassLabel: numbers up to the largest label
+    decoded = dm.decoded()["splits"]["test"][0]
+    assert torch.equal(decoded, torch.from_numpy(images).permute(0, 3, 1, 2))
+    lazy = datamodule(tmp_path / "lazy", tmp_path / "ds", val_size=4, in_memory=False)
+    assert lazy.data_test[5][0].shape == (3, 8, 8)
+
+
+def test_mixed_sizes_need_image_size(tmp_path: Path) -> None:
+    small, big = make_images(4, 8, 3, 0)[0], make_images(4, 12, 3, 1)[0]
+    labels = np.arange(4) % 3
+    ds = datasets.concatenate_datasets([to_dataset(small, labels), to_dataset(big, labels)])
+    datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(SourceError, match="set data.image_size"):
+        datamodule(tmp_path, tmp_path / "ds", val_size=2)
+    dm = datamodule(tmp_path, tmp_path / "ds", val_size=2, image_size=10)
+    assert dm.decoded()["splits"]["train"][0].shape == (8, 3, 10, 10)
+
+
+def test_split_without_the_label_column(tmp_path: Path) -> None:
+    ds = to_dataset(*make_images(6, 8, 1, 0))
+    test = ds.remove_columns("fine_label")
+    datasets.DatasetDict({"train": ds, "test": test}).save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(
+        SourceError, match=r"test split \(test\) lacks the columns \['fine_label'\]"
+    ):
+        datamodule(tmp_path, tmp_path / "ds")

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -112,6 +113,13 @@ class HFSource(Source):
         self.label_column = self._column(
             features, label_column, LABEL_COLUMNS, "ClassLabel", "label"
         )
+        for role, split in self.mapping.items():  # every split must have both columns
+            missing = {self.image_column, self.label_column} - set(self.dataset[split].features)
+            if missing:
+                raise SourceError(
+                    f"The {split} split ({role}) lacks the columns {sorted(missing)}; it has "
+                    f"{list(self.dataset[split].features)}. Choose splits with data.splits."
+                )
         self.cells = ImageCells(self.image_column, features[self.image_column], max_image_pixels)
         self._class_names = [str(c) for c in class_names] if class_names else None
         self._label_map: dict | None = None
@@ -154,7 +162,8 @@ class HFSource(Source):
             )
         except ConnectionError as err:
             raise SourceError(
-                f"data.path={self.path}: the Hugging Face hub is unreachable ({err}). Use a local "
+                f"data.path={self.path}: not a local folder or file, and the Hugging Face hub is "
+                f"unreachable ({err}). Use a local "
                 "copy: on a machine with network, datasets.load_dataset(...).save_to_disk(folder) "
                 "(or download the parquet files), then data.path=<that folder>."
             ) from err
@@ -264,12 +273,15 @@ class HFSource(Source):
             if self._feature_names is not None:
                 self._class_names = list(self._feature_names)
             else:
-                columns = [
-                    self._data(s).with_format("numpy")[self.label_column] for s in self.mapping
-                ]
-                top = max(int(c.max()) if len(c) else 0 for c in columns)
+                columns = [self.labels_of(s) for s in self.mapping]
+                top = max(int(c.max()) if c.size else 0 for c in columns)
                 self._class_names = [str(i) for i in range(int(top) + 1)]
         return self._class_names
+
+    def labels_of(self, name: str) -> np.ndarray:
+        """The label column of one split as a numpy array (no image is decoded)."""
+        data = self._data(name).select_columns([self.label_column]).with_format("numpy")
+        return np.asarray(data[:][self.label_column])
 
     def fingerprint(self) -> str:
         splits = [
@@ -297,7 +309,10 @@ def as_dict(datasets: Any, loaded: Any, path: str) -> Any:
     if isinstance(loaded, datasets.Dataset):
         return datasets.DatasetDict({"train": loaded})
     if not isinstance(loaded, datasets.DatasetDict):
-        raise SourceError(f"data.path={path} loaded a {type(loaded).__name__}, not a dataset.")
+        raise SourceError(
+            f"data.path={path} loaded a {type(loaded).__name__}; data=hf needs a map-style "
+            "dataset (no data.kwargs.streaming: the splits are decoded into memory or read by index)."
+        )
     return loaded
 
 

@@ -128,10 +128,16 @@ def batch_images(cells: ImageCells, values: Any, convert: ImageConverter) -> tor
                 x = x.permute(0, 3, 1, 2)
             return convert.batch(to_uint8(x))
         images = [ImageConverter.to_tensor(np.asarray(v)) for v in values]
-    shapes = {tuple(x.shape) for x in images}
-    if len(shapes) == 1:
+    if len({tuple(x.shape) for x in images}) == 1:
         return convert.batch(torch.stack(images))
-    return torch.stack([convert(x) for x in images]) if images else torch.empty(0)
+    converted = [convert(x) for x in images]
+    shapes = sorted({tuple(x.shape) for x in converted})
+    if len(shapes) > 1:
+        raise SourceError(
+            f"Column {cells.column} has images of shapes {shapes[:4]}; set data.image_size (and "
+            "data.channels) so that all images are resized to one shape."
+        )
+    return torch.stack(converted)
 
 
 def decode_cells(
