@@ -285,3 +285,41 @@ def test_split_without_the_label_column(tmp_path: Path) -> None:
         SourceError, match=r"test split \(test\) lacks the columns \['fine_label'\]"
     ):
         datamodule(tmp_path, tmp_path / "ds")
+
+
+def test_imagefolder_layout(tmp_path: Path) -> None:
+    """``train/<class>/*.png`` + ``test/<class>/*.png``: class names from the folder names."""
+    images, labels = make_images(12, 8, 3, 0)
+    for split in ("train", "test"):
+        for i, (a, label) in enumerate(zip(images, labels, strict=True)):
+            folder = tmp_path / "images" / split / CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(a).save(folder / f"{i}.png")
+    dm = datamodule(tmp_path, tmp_path / "images", val_size=3)
+    assert dm.class_names == sorted(CLASSES)
+    decoded, decoded_labels = dm.decoded()["splits"]["test"]
+    assert decoded.shape == (12, 3, 8, 8)
+    assert sorted(decoded_labels.tolist()) == sorted(
+        sorted(CLASSES).index(CLASSES[i]) for i in labels
+    )
+
+
+def test_hostile_cells_are_refused(tmp_path: Path) -> None:
+    """A decompression bomb stored in a dataset is refused from its header; an image given
+    only by URL is not fetched."""
+    from src.data.components.hf_images import ImageCells
+    from tests.helpers.huge_png import write_huge_png
+
+    bomb = write_huge_png(tmp_path / "bomb.png", 9000, 9000).read_bytes()
+    ds = datasets.Dataset.from_dict(
+        {"img": [{"bytes": bomb, "path": None}] * 2, "fine_label": [0, 1]},
+        features=datasets.Features(
+            {"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=CLASSES)}
+        ),
+    )
+    datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(SourceError, match="9000 x 9000 = 81,000,000 pixels.*max_image_pixels"):
+        datamodule(tmp_path, tmp_path / "ds", val_size=1)
+    cells = ImageCells("img", datasets.Image(), 1000)
+    with pytest.raises(SourceError, match="URLs are not fetched"):
+        cells.decode({"bytes": None, "path": "https://example.com/a.png"})
