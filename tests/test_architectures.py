@@ -28,6 +28,9 @@ MODEL_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 BASE_CONFIGS = {"classifier"}
 #: Networks by name from a library: their size depends on the name (tests/test_library_nets.py).
 LIBRARY_CONFIGS = {"timm", "torchvision"}
+#: One config per family with its shapes left to the data and a size preset from
+#: ``configs/model/net/`` (tests/test_model_presets.py); every other name is an alias of one.
+FAMILY_CONFIGS = {"sdn", "cnn", "efficientnet", "vit", "convnext"}
 #: Names without a size, or (kept for compatibility) with a size that is not the real one:
 #: ``{config: its stated parameter count}``.
 LEGACY_NAMES = {
@@ -48,7 +51,9 @@ DATASETS = {
     "cifar100_coarse": ((3, 32, 32), 20),
 }
 SIZE_SUFFIX = re.compile(r"_(\d+(?:\.\d+)?)([km])$")
-MODELS = [name for name in MODEL_CONFIGS if name not in BASE_CONFIGS | LIBRARY_CONFIGS]
+MODELS = [
+    name for name in MODEL_CONFIGS if name not in BASE_CONFIGS | LIBRARY_CONFIGS | FAMILY_CONFIGS
+]
 
 
 def stated_size(name: str) -> int:
@@ -113,6 +118,7 @@ def test_every_config_is_covered() -> None:
     }  # fmt: skip
     assert expected <= set(MODELS), f"missing model configs: {sorted(expected - set(MODELS))}"
     assert set(LEGACY_NAMES) <= set(MODELS)
+    assert FAMILY_CONFIGS <= set(MODEL_CONFIGS)
 
 
 @pytest.mark.parametrize("name", MODELS)
