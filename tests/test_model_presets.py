@@ -23,6 +23,7 @@ from src.models.classifier_module import METADATA_KEY
 from src.utils.checks import check_model_matches_data
 from src.utils.instantiators import instantiate_model
 from tests.conftest import CONFIGS, ROOT, _tune_for_tests, compose_config
+from tests.helpers.cifar_files import write_cifar10
 from tests.test_architectures import FAMILY_CONFIGS, MODELS, count, dataset_of
 
 PRESET_DIR = Path(CONFIGS, "model", "net")
@@ -174,3 +175,27 @@ def test_family_config_with_a_preset_trains_on_mnist(tmp_path: Path) -> None:
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     net = ckpt[METADATA_KEY]["model"]["net"]
     assert (net["in_channels"], net["image_size"], net["num_classes"]) == (1, 28, 10)
+
+
+@pytest.mark.parametrize("family", ["cnn", "vit"])
+def test_family_config_runs_on_cifar10_files(family: str, tmp_path: Path) -> None:
+    """``model=<family> data=cifar10`` with the default preset: one step on tiny CIFAR-10 files
+    in the official format; the network is built for 3x32x32 images."""
+    from src.train import train
+
+    write_cifar10(tmp_path, n_train=40, n_test=16)
+    cfg = compose_config(
+        "train.yaml",
+        [f"model={family}", "data=cifar10", f"data.data_dir={tmp_path}"]
+        + [
+            "data.train_val_test_split=[32,8,16]",
+            "data.batch_size=8",
+            "+trainer.fast_dev_run=true",
+        ],
+    )
+    _tune_for_tests(cfg, tmp_path)
+    HydraConfig().set_config(cfg)
+    metrics, objects = train(cfg)
+    net = objects["model"].model_config["net"]
+    assert (net["in_channels"], net["image_size"], net["num_classes"]) == (3, 32, 10)
+    assert torch.isfinite(torch.as_tensor(metrics["test/loss"]))
