@@ -28,6 +28,9 @@ MODEL_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 BASE_CONFIGS = {"classifier"}
 #: Networks by name from a library: their size depends on the name (tests/test_library_nets.py).
 LIBRARY_CONFIGS = {"timm", "torchvision"}
+#: One config per family with its shapes left to the data and a size preset from
+#: ``configs/model/net/`` (tests/test_model_presets.py); every other name is an alias of one.
+FAMILY_CONFIGS = {"sdn", "cnn", "efficientnet", "vit", "convnext"}
 #: Names without a size, or (kept for compatibility) with a size that is not the real one:
 #: ``{config: its stated parameter count}``.
 LEGACY_NAMES = {
@@ -48,7 +51,9 @@ DATASETS = {
     "cifar100_coarse": ((3, 32, 32), 20),
 }
 SIZE_SUFFIX = re.compile(r"_(\d+(?:\.\d+)?)([km])$")
-MODELS = [name for name in MODEL_CONFIGS if name not in BASE_CONFIGS | LIBRARY_CONFIGS]
+MODELS = [
+    name for name in MODEL_CONFIGS if name not in BASE_CONFIGS | LIBRARY_CONFIGS | FAMILY_CONFIGS
+]
 
 
 def stated_size(name: str) -> int:
@@ -113,6 +118,7 @@ def test_every_config_is_covered() -> None:
     }  # fmt: skip
     assert expected <= set(MODELS), f"missing model configs: {sorted(expected - set(MODELS))}"
     assert set(LEGACY_NAMES) <= set(MODELS)
+    assert FAMILY_CONFIGS <= set(MODEL_CONFIGS)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -480,3 +486,28 @@ def test_architecture_table_lists_skipped_configs_untrained(monkeypatch) -> None
     monkeypatch.setattr(script, "train_and_test", lambda *a, **k: pytest.fail("trained"))
     table = script.main(["--epochs", "1", "--configs", "mnist_cnn_8k", "--skip", "mnist_cnn_8k"])
     assert "| SimpleCNN | `mnist_cnn_8k` |" in table and "not measured" in table
+
+
+def test_architecture_table_counts_presets_on_mnist_and_cifar(tmp_path: Path, monkeypatch) -> None:
+    """``--presets`` counts each family config's presets on both shapes, as committed."""
+    import importlib.util
+    import json
+
+    path = CONFIG_DIR.parent / "benchmarks" / "scripts" / "architecture_table.py"
+    spec = importlib.util.spec_from_file_location("architecture_table", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "FAMILY_CONFIGS", {"sdn": "SimpleDenseNet", "vit": "ViT"})
+    out, counts = tmp_path / "presets.md", tmp_path / "presets.json"
+    table = script.main(["--presets", "--output", str(out), "--counts", str(counts)])
+    assert "| SimpleDenseNet | `model=sdn` | `sdn_68k` (default) | 67,978 | 214,410 |" in table
+    assert (
+        "| ViT | `model=vit` | `vit_210k` | 205,834 | n/a (image_size 32 is not divisible" in table
+    )
+    assert out.read_text().startswith("# Model size presets") and table in out.read_text()
+    rows = json.loads(counts.read_text())["rows"]
+    committed = CONFIG_DIR.parent / "benchmarks" / "results" / "model_presets.json"
+    expected = [
+        r for r in json.loads(committed.read_text())["rows"] if r["config"] in ("sdn", "vit")
+    ]
+    assert rows == expected

@@ -8,6 +8,8 @@ models train with the same recipe (the shared ``classifier.yaml`` optimizer and 
 Examples::
 
     python benchmarks/scripts/architecture_table.py --no-train --all     # parameter counts only
+    python benchmarks/scripts/architecture_table.py --presets \\
+        --output benchmarks/results/model_presets.md --counts benchmarks/results/model_presets.json
     python benchmarks/scripts/architecture_table.py --epochs 3           # one model per family
     python benchmarks/scripts/architecture_table.py --epochs 1 --configs mnist_cnn_8k \\
         --limit-train-batches 50 --output benchmarks/results/architectures.md -- data.batch_size=256
@@ -42,6 +44,19 @@ FAMILIES = {
     "ConvNeXtV2": "ConvNeXt-V2",
 }
 FAMILY_ORDER = list(FAMILIES.values())
+#: The family configs (``model=<name>``, shapes from the data) and their family names.
+FAMILY_CONFIGS = {
+    "sdn": "SimpleDenseNet",
+    "cnn": "SimpleCNN",
+    "efficientnet": "EfficientNet",
+    "vit": "ViT",
+    "convnext": "ConvNeXt-V2",
+}
+#: The shapes the presets are counted on, as a datamodule reports them (``fit_model_config``).
+PRESET_DATA = {
+    "MNIST": {"input_shape": (1, 28, 28), "heads": {"label": 10}},
+    "CIFAR-10": {"input_shape": (3, 32, 32), "heads": {"label": 10}},
+}
 
 
 def all_model_configs() -> list[str]:
@@ -51,13 +66,26 @@ def all_model_configs() -> list[str]:
     )
 
 
-def compose(name: str, overrides: list[str]) -> Any:
+def compose(name: str, overrides: list[str], hydra_node: bool = False) -> Any:
     """Compose ``train.yaml`` with ``model=<name>``, MNIST data and the extra overrides."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        return hydra_compose("train", overrides=[f"model={name}", "data=mnist", *overrides])
+        return hydra_compose(
+            "train",
+            overrides=[f"model={name}", "data=mnist", *overrides],
+            return_hydra_config=hydra_node,
+        )
+
+
+def fitted_model(model_cfg: Any, data: Any) -> Any:
+    """The LightningModule of ``model_cfg`` with its unset shape keys filled from ``data``
+    (anything with ``input_shape`` and ``heads``), as ``src/train.py`` builds it."""
+    from src.models.build import fit_model_config
+    from src.utils.instantiators import instantiate_model
+
+    return instantiate_model(fit_model_config(model_cfg, data))
 
 
 def count_parameters(module: Any) -> int:
@@ -66,10 +94,11 @@ def count_parameters(module: Any) -> int:
 
 
 def describe(name: str, overrides: list[str]) -> dict[str, Any]:
-    """Build ``model=<name>`` and return its family, parameter count and intended input."""
-    from src.utils.instantiators import instantiate_model
+    """Build ``model=<name>`` and return its family, parameter count and intended input
+    (shape keys a config leaves unset are MNIST's)."""
+    from types import SimpleNamespace
 
-    model = instantiate_model(compose(name, overrides).model)
+    model = fitted_model(compose(name, overrides).model, SimpleNamespace(**PRESET_DATA["MNIST"]))
     net = model.net
     channels = getattr(net, "in_channels", 1)
     size = getattr(net, "image_size", 28)
@@ -110,9 +139,7 @@ def train_and_test(
     cfg = compose(row["config"], overrides)
     L.seed_everything(seed, workers=True)
     data = hydra.utils.instantiate(cfg.data)
-    from src.utils.instantiators import instantiate_model
-
-    model = instantiate_model(cfg.model)  # fresh weights after seeding
+    model = fitted_model(cfg.model, data)  # fresh weights after seeding
     timer = TrainStepTimer()
     trainer = L.Trainer(
         max_epochs=epochs,
@@ -172,6 +199,48 @@ def markdown(rows: list[dict[str, Any]], trained: bool) -> str:
     return "\n".join(lines)
 
 
+def preset_rows(overrides: list[str]) -> list[dict[str, Any]]:
+    """Every size preset of ``configs/model/net/`` in its family config, counted on MNIST and
+    CIFAR-10 shapes (``None`` with a note where the preset does not fit the shape)."""
+    from types import SimpleNamespace
+
+    from hydra.errors import InstantiationException
+
+    rows = []
+    for family, label in FAMILY_CONFIGS.items():
+        default = compose(family, overrides, hydra_node=True).hydra.runtime.choices["model/net"]
+        family_rows = []
+        for preset in sorted((ROOT / "configs" / "model" / "net").glob(f"{family}_*.yaml")):
+            cfg = compose(family, [f"model/net={preset.stem}", *overrides])
+            row: dict[str, Any] = {"family": label, "config": family, "preset": preset.stem}
+            row["default"] = preset.stem == default
+            for data, shape in PRESET_DATA.items():
+                try:
+                    model = fitted_model(cfg.model, SimpleNamespace(**shape))
+                except InstantiationException as err:  # e.g. a 7x7 patch on 32 px images
+                    row[data], row[f"{data} note"] = None, str(err.__cause__ or err).split(";")[0]
+                    continue
+                row[data] = count_parameters(model.net)
+            family_rows.append(row)
+        rows += sorted(family_rows, key=lambda r: r["MNIST"])
+    return rows
+
+
+def presets_markdown(rows: list[dict[str, Any]]) -> str:
+    """Render the preset rows: one line per family config and preset, counts per dataset."""
+    header = ["Family", "Config", "Preset (`model/net=`)", *(f"{d} params" for d in PRESET_DATA)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in rows:
+        preset = f"`{r['preset']}`" + (" (default)" if r["default"] else "")
+        counts = [
+            f"{r[d]:,}" if r[d] is not None else f"n/a ({r[d + ' note']})" for d in PRESET_DATA
+        ]
+        lines.append(
+            "| " + " | ".join([r["family"], f"`model={r['config']}`", preset, *counts]) + " |"
+        )
+    return "\n".join(lines)
+
+
 def load_results(path: Path | None, recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Rows saved in ``path`` by an earlier run with the same recipe (else none)."""
     if path is None or not path.is_file():
@@ -198,6 +267,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--configs", nargs="+", help="model configs (default: one per family)")
     parser.add_argument("--all", action="store_true", help="every model config")
     parser.add_argument("--no-train", action="store_true", help="only count parameters (fast)")
+    parser.add_argument(
+        "--presets",
+        action="store_true",
+        help="count every family config's size presets on MNIST and CIFAR-10 shapes (no training)",
+    )
+    parser.add_argument("--counts", type=Path, help="with --presets: also write the rows as JSON")
     parser.add_argument(
         "--skip",
         nargs="+",
@@ -229,6 +304,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 def main(argv: list[str] | None = None) -> str:
     """Build the table, print it and optionally write it to ``--output``."""
     args, overrides = parse_args(argv)
+    if args.presets:
+        return write_presets(args, overrides, argv)
     names = args.configs or (all_model_configs() if args.all else list(DEFAULT_CONFIGS))
     recipe = {
         "epochs": args.epochs,
@@ -274,14 +351,33 @@ def main(argv: list[str] | None = None) -> str:
         )
     print(table)
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        raw = sys.argv[1:] if argv is None else argv
-        command = " ".join(["python benchmarks/scripts/architecture_table.py", *raw])
-        header = (
-            "# Architecture zoo on MNIST\n\nGenerated by `make arch-table`; do not edit by hand."
-            f"\n\n```\n{command}\n```\n\n"
-        )
-        args.output.write_text(header + table + "\n")
+        write_markdown(args.output, "Architecture zoo on MNIST", "`make arch-table`", table, argv)
+    return table
+
+
+def write_markdown(path: Path, title: str, maker: str, table: str, argv: list[str] | None) -> None:
+    """Write ``table`` under a title and the command that made it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python benchmarks/scripts/architecture_table.py", *raw])
+    header = f"# {title}\n\nGenerated by {maker}; do not edit by hand.\n\n```\n{command}\n```\n\n"
+    path.write_text(header + table + "\n")
+
+
+def write_presets(args: argparse.Namespace, overrides: list[str], argv: list[str] | None) -> str:
+    """The ``--presets`` table: print it, write it to ``--output`` and the rows to ``--counts``."""
+    rows = preset_rows(overrides)
+    table = presets_markdown(rows)
+    table += (
+        "\n\nParameters of `model=<config> model/net=<preset>` with the shape keys filled from the "
+        "data as `src/train.py` does: MNIST 1x28x28, CIFAR-10 3x32x32, 10 classes each."
+    )
+    print(table)
+    if args.output:
+        write_markdown(args.output, "Model size presets", "the command below", table, argv)
+    if args.counts:
+        args.counts.parent.mkdir(parents=True, exist_ok=True)
+        args.counts.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
     return table
 
 
