@@ -19,10 +19,12 @@ from src.utils import (  # noqa: E402
     instantiate_loggers,
     instantiate_model,
     log_hyperparameters,
+    report_errors,
     task_wrapper,
 )
 from src.utils.checkpoints import resolve_ckpt_path  # noqa: E402
 from src.utils.checks import check_model_matches_data  # noqa: E402
+from src.utils.config_checks import check_config  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
 
@@ -36,7 +38,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     if not cfg.get("ckpt_path"):
         raise ValueError("Evaluation needs a checkpoint: pass ckpt_path=/path/to/file.ckpt.")
-    ckpt_path = resolve_ckpt_path(cfg)  # checked before anything is built
+    check_config(cfg)  # checked before anything is built
+    ckpt_path = resolve_ckpt_path(cfg)
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: LightningDataModule = hydra.utils.instantiate(cfg.data)
@@ -75,6 +78,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval.yaml")
+@report_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     extras(cfg)

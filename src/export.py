@@ -30,6 +30,7 @@ from src.utils import (  # noqa: E402
     RankedLogger,
     extras,
     freeze_imported_objects,
+    report_errors,
     task_wrapper,
 )
 from src.utils.instantiators import load_model_from_checkpoint  # noqa: E402
@@ -166,6 +167,7 @@ def export(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export.yaml")
+@report_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     extras(cfg)

@@ -45,6 +45,7 @@ from src.utils import (  # noqa: E402
     RankedLogger,
     extras,
     freeze_imported_objects,
+    report_errors,
     task_wrapper,
 )
 from src.utils.instantiators import (  # noqa: E402
@@ -350,6 +351,7 @@ def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="predict.yaml")
+@report_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     extras(cfg)

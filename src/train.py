@@ -26,10 +26,12 @@ from src.utils import (  # noqa: E402
     instantiate_loggers,
     instantiate_model,
     log_hyperparameters,
+    report_errors,
     task_wrapper,
 )
 from src.utils.checkpoints import resolve_ckpt_path  # noqa: E402
 from src.utils.checks import check_model_matches_data  # noqa: E402
+from src.utils.config_checks import check_config  # noqa: E402
 from src.utils.ddp_trials import needs_trial_ranks, trial_ranks  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -42,7 +44,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     :param cfg: The composed Hydra config.
     :return: ``(metric_dict, object_dict)``: metrics from fit and test, and the objects built.
     """
-    # Checked before anything is built: a bad path fails in a second, not after data loading.
+    # Checked before anything is built: a bad value fails in a second, not after data loading.
+    check_config(cfg)
     ckpt_path = resolve_ckpt_path(cfg, resume=bool(cfg.get("train")))
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
@@ -110,6 +113,7 @@ def fit_and_test(cfg: DictConfig, ckpt_path: str | None) -> tuple[dict[str, Any]
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train.yaml")
+@report_errors
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the value of ``optimized_metric`` for sweepers."""
     extras(cfg)

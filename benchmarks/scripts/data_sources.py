@@ -137,14 +137,18 @@ def time_epochs(overrides: list[str], cache_dir: Path, epochs: int) -> tuple[flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="timing rounds (sources alternate)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="timing rounds, sources alternating (0: no timing)"
+    )
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per round")
     parser.add_argument("--skip-accuracy", action="store_true", help="only time the sources")
     parser.add_argument("--out", type=Path, help="write the JSON report here")
+    parser.add_argument("--only", nargs="*", help="sources to run (default: all)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         sources = write_copies(folder)
+        sources = {k: v for k, v in sources.items() if not args.only or k in args.only}
         report: dict[str, Any] = {"recipe": RECIPE, "sources": {}}
         for name, overrides in sources.items():
             entry = report["sources"].setdefault(name, {})
@@ -160,8 +164,8 @@ def main() -> None:
                 )
                 report["sources"][name].setdefault("first_decode_s", []).append(round(decode, 2))
                 epochs[name] += seconds[1:] if len(seconds) > 1 else seconds  # first epoch warms up
-        base = statistics.median(epochs["mnist"])
-        for name, seconds in epochs.items():
+        base = statistics.median(epochs["mnist"]) if args.rounds else 0.0
+        for name, seconds in epochs.items() if args.rounds else ():
             median = statistics.median(seconds)
             report["sources"][name] |= {
                 "epoch_s_median": round(median, 2),

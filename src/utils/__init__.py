@@ -3,9 +3,16 @@ from src.utils.logging_utils import log_hyperparameters
 from src.utils.pylogger import RankedLogger
 from src.utils.rich_utils import enforce_tags, print_config_tree
 from src.utils.run_dir import register_run_suffix_resolver
-from src.utils.utils import extras, freeze_imported_objects, get_metric_value, task_wrapper
+from src.utils.utils import (
+    extras,
+    freeze_imported_objects,
+    get_metric_value,
+    report_errors,
+    task_wrapper,
+)
 
 __all__ = [
+    "report_errors",
     "RankedLogger",
     "enforce_tags",
     "extras",

@@ -1,6 +1,8 @@
 """Task wrapper, optional extras and metric lookup, as in the original template."""
 
+import functools
 import gc
+import os
 import signal
 import sys
 import warnings
@@ -13,6 +15,50 @@ from src.utils import pylogger, rich_utils
 from src.utils.provenance import finish_run_info, mask_run_secrets, write_run_info
 
 log = pylogger.RankedLogger(__name__, rank_zero_only=True)
+
+#: Set to 1 for full tracebacks (Hydra's own switch, reused so there is one to remember).
+FULL_ERROR_ENV = "HYDRA_FULL_ERROR"
+
+
+def full_errors() -> bool:
+    """Whether errors are shown with their full traceback (``HYDRA_FULL_ERROR=1``)."""
+    return os.environ.get(FULL_ERROR_ENV) == "1"
+
+
+def log_error(ex: BaseException) -> None:
+    """Log ``ex`` once: its message, or with ``HYDRA_FULL_ERROR=1`` its whole traceback."""
+    if getattr(ex, "_lhte_logged", False):
+        return
+    if full_errors():
+        log.exception("")
+    else:
+        log.error(f"{type(ex).__name__}: {ex}\n(Full traceback: rerun with {FULL_ERROR_ENV}=1.)")
+    try:
+        ex._lhte_logged = True  # type: ignore[attr-defined]
+    except AttributeError:  # some built-in exceptions take no attributes
+        pass
+
+
+def report_errors(main_func: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Decorate an entry point's ``main``: an error is printed once, as one short message, and
+    the process exits with status 1. ``HYDRA_FULL_ERROR=1`` keeps Hydra's full traceback; in a
+    multirun the error goes back to the launcher/sweeper, which records the failed job."""
+
+    @functools.wraps(main_func)
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return main_func(cfg)
+        except Exception as ex:
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+            if multirun or full_errors():
+                raise
+            log_error(ex)
+            raise SystemExit(1) from None
+
+    return wrapper
 
 
 def extras(cfg: DictConfig) -> None:
@@ -83,7 +129,7 @@ def task_wrapper(task_func: Callable) -> Callable:
             if pruned:
                 log.info(f"Trial pruned: {ex}")
             elif isinstance(ex, Exception):
-                log.exception("")
+                log_error(ex)
             if run_info:
                 status = "pruned" if pruned else "failed"
                 finish_run_info(cfg, status, error=f"{type(ex).__name__}: {ex}")

@@ -1,0 +1,64 @@
+"""Type and range checks of common keys: one message naming the key, before any data is read."""
+
+from pathlib import Path
+
+import pytest
+
+from src.utils.config_checks import ConfigValueError, check_config
+from tests.conftest import ROOT, compose_config
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+SEARCHES = sorted(p.stem for p in (ROOT / "configs" / "hparams_search").glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "data.batch_size=abc",
+            r"data.batch_size='abc' is not valid: it must be a positive integer",
+        ),
+        ("data.batch_size=0", r"data.batch_size=0 .*e.g. data.batch_size=128"),
+        ("data.batch_size=-1", r"data.batch_size=-1 is not valid"),
+        ("seed=abc", r"seed='abc' is not valid: it must be an integer or null"),
+        ("model.optimizer.lr=abc", r"model.optimizer.lr='abc' .*positive number"),
+        ("model.optimizer.lr=-0.1", r"model.optimizer.lr=-0.1 is not valid"),
+        ("trainer.max_epochs=ten", r"trainer.max_epochs='ten'"),
+        ("trainer.devices=0", r"trainer.devices=0 .*device count"),
+        ("data.num_workers=-2", r"data.num_workers=-2"),
+        (
+            "+model.optimizer.learning_rate=0.1",
+            r"model.optimizer.learning_rate is not an argument"
+            r" of torch.optim.Adam: did you mean model.optimizer.lr\?",
+        ),
+        ("+model.optimizer.weight_decai=0.1", r"did you mean model.optimizer.weight_decay\?"),
+        ("+model.scheduler.patiense=3", r"did you mean model.scheduler.patience\?"),
+    ],
+)
+def test_bad_values_name_key_value_and_fix(override: str, message: str) -> None:
+    with pytest.raises(ConfigValueError, match=message):
+        check_config(compose_config("train.yaml", [override]))
+
+
+def test_train_refuses_before_reading_any_data(tmp_path: Path, monkeypatch) -> None:
+    """The check runs first: no datamodule is built for a bad batch size."""
+    from hydra.core.hydra_config import HydraConfig
+
+    import src.data.mnist_datamodule as mnist
+    from src.train import train
+
+    monkeypatch.setattr(mnist.MNISTDataModule, "__init__", lambda *a, **k: pytest.fail("built"))
+    cfg = compose_config("train.yaml", ["data.batch_size=abc", f"paths.output_dir={tmp_path}"])
+    HydraConfig().set_config(cfg)
+    with pytest.raises(ConfigValueError, match="data.batch_size"):
+        train(cfg)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"experiment={e}" for e in EXPERIMENTS]
+    + [f"hparams_search={s}" for s in SEARCHES]
+    + ["model=timm", "model=torchvision"],
+)
+def test_shipped_configs_pass(override: str) -> None:
+    check_config(compose_config("train.yaml", [override]))
