@@ -326,6 +326,30 @@ def _umask() -> int:
     return mask
 
 
+def test_full_disk_is_named_and_the_previous_checkpoint_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.save on a full disk says "unexpected pos ..."; the error says the disk is full."""
+    import shutil
+
+    target = tmp_path / "last.ckpt"
+    atomic_torch_save({"step": 1}, target)
+
+    def full_disk(obj: object, file: object) -> None:
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:820] . unexpected pos 494848 vs 494736"
+        )
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1024))
+    with pytest.raises(OSError, match=r"the disk holding .* is full .*paths.output_dir"):
+        atomic_torch_save({"step": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no half-written file left
+
+
 def test_model_checkpoint_makes_saves_atomic(tmp_path: Path) -> None:
     callback = ResumableModelCheckpoint(dirpath=tmp_path)
     trainer = Trainer(accelerator="cpu", callbacks=[callback], logger=False)
@@ -404,13 +428,20 @@ def test_bad_checkpoints_are_refused_with_the_path(real_ckpt: Path, tmp_path: Pa
         validate_checkpoint(tmp_path / "nope.ckpt")
     with pytest.raises(FileNotFoundError, match="is a folder"):
         validate_checkpoint(tmp_path)
-    (tmp_path / "random.ckpt").write_bytes(os.urandom(5000))
-    (tmp_path / "truncated.ckpt").write_bytes(real_ckpt.read_bytes()[:20_000])
-    for name in ("random.ckpt", "truncated.ckpt"):
-        with pytest.raises(
-            ValueError, match=f"ckpt_path={tmp_path / name} is not a readable checkpoint"
-        ):
+    (tmp_path / "random.ckpt").write_bytes(b"\x13" + os.urandom(5000))
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    (tmp_path / "notes.ckpt").write_text("epoch 3: val/acc 0.98\n")
+    reasons = {
+        "random.ckpt": "it is neither a torch zip archive nor a legacy torch file",
+        "empty.ckpt": r"it is empty \(0 bytes\)",
+        "notes.ckpt": r"it is a text file \(it starts with 'epoch 3: val/acc 0.98'\)",
+    }
+    for name, reason in reasons.items():
+        with pytest.raises(ValueError, match=f"ckpt_path={tmp_path / name}: {reason}"):
             validate_checkpoint(tmp_path / name)
+    (tmp_path / "truncated.ckpt").write_bytes(real_ckpt.read_bytes()[:20_000])
+    with pytest.raises(ValueError, match="truncated.ckpt is not a readable checkpoint"):
+        validate_checkpoint(tmp_path / "truncated.ckpt")
     torch.save({"weights": torch.ones(2)}, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="is not a Lightning checkpoint: it lacks"):
         validate_checkpoint(tmp_path / "plain.pt")

@@ -16,8 +16,10 @@
   Lightning does not save, as plain data (``torch.load(weights_only=True)`` can read them).
 """
 
+import errno
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,9 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             os.fsync(file.fileno())  # the bytes are on disk before the rename makes them visible
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; match a normally created file
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(path, err) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -267,6 +272,34 @@ def check_checkpoint_targets(ckpt: dict[str, Any], path: str | Path) -> None:
     check_trusted_config(ckpt.get("hyper_parameters") or {}, f"ckpt_path={path} (hyper_parameters)")
 
 
+def _write_error(path: Path, err: Exception) -> OSError:
+    """What to tell a user whose checkpoint could not be written (torch's own message on a full
+    disk is "unexpected pos ... vs ...")."""
+    free = shutil.disk_usage(path.parent).free
+    if free < 64 * 2**20 or getattr(err, "errno", None) == errno.ENOSPC:
+        return OSError(
+            errno.ENOSPC,
+            f"Could not write {path}: the disk holding {path.parent} is full ({free / 2**20:.0f} "
+            "MiB free). Free some space or set paths.output_dir (or paths.log_dir) to another "
+            "disk; the previous checkpoint, if any, is intact.",
+        )
+    return OSError(f"Could not write {path}: {type(err).__name__}: {err}")
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a torch checkpoint, judged from its first bytes (or ``None``)."""
+    with open(path, "rb") as file:
+        head = file.read(64)
+    if not head:
+        return "it is empty (0 bytes): the run that wrote it was killed or its disk was full"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # zip archive or legacy pickle
+        return None
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        preview = head.decode("ascii").splitlines()[0][:40]
+        return f"it is a text file (it starts with {preview!r}), not a checkpoint"
+    return "it is neither a torch zip archive nor a legacy torch file"
+
+
 def load_checkpoint(path: str | Path, resume: bool = False, mmap: bool = False) -> dict[str, Any]:
     """Load a Lightning checkpoint with ``weights_only=True``, with clear errors for bad files.
 
@@ -283,6 +316,9 @@ def load_checkpoint(path: str | Path, resume: bool = False, mmap: bool = False) 
         raise FileNotFoundError(f"ckpt_path={path} does not exist; expected {expected}.")
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={path} is a folder; expected {expected}.")
+    reason = _not_a_checkpoint(path)
+    if reason:
+        raise ValueError(f"ckpt_path={path}: {reason}. Expected {expected}.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:
