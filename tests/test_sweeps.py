@@ -142,6 +142,25 @@ def states(study: optuna.Study) -> list[str]:
     return [t.state.name for t in study.trials]
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgres://u:s3cret@nohost/db", "is not a database URL SQLAlchemy knows"),
+        ("notaurl", "is not a database URL SQLAlchemy knows"),
+        ("mysql://u:s3cret@localhost/db", "needs a database driver that is not installed"),
+        ("sqlite:////nonexistent/dir/x.db", r"cannot be opened \(unable to open database file\)"),
+    ],
+)
+def test_bad_storage_url_names_the_setting(tmp_path: Path, url: str, reason: str) -> None:
+    """One line naming hydra.sweeper.storage (password masked) instead of SQLAlchemy's trace."""
+    from hydra_plugins.lhte_optuna_sweeper._impl import StorageError
+
+    sweeper, _ = make_sweeper(tmp_path, storage=url)
+    with pytest.raises(StorageError, match=f"hydra.sweeper.storage=.*{reason}") as caught:
+        sweeper._open_study(tmp_path / "sweep")
+    assert "s3cret" not in str(caught.value)
+
+
 def test_search_runs_n_trials_and_saves_results(tmp_path: Path) -> None:
     sweeper, launcher = make_sweeper(tmp_path, n_trials=5, n_jobs=2)
     sweeper.sweep(["y=7"])

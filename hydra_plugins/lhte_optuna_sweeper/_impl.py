@@ -12,12 +12,13 @@ can be resumed, and several workers on several machines can share it through one
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import HydraException
+from hydra.errors import CompactHydraException, HydraException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
@@ -192,7 +193,8 @@ class OptunaSweeperImpl:
         """Create or join the study; ``storage: null`` means a SQLite file in the sweep folder."""
         self.storage_url = self.storage_url or f"sqlite:///{sweep_dir / 'optuna.db'}"
         retry = _retry_callback()
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+        with warnings.catch_warnings(), _storage_errors(self.storage_url):
+            # heartbeats are "experimental" since Optuna 2.9
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.storage = open_storage(
                 self.storage_url,
@@ -438,3 +440,35 @@ def _masked(url: str | None) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+class StorageError(CompactHydraException):
+    """``hydra.sweeper.storage`` cannot be opened (printed by Hydra as one line)."""
+
+
+@contextlib.contextmanager
+def _storage_errors(url: str) -> Iterator[None]:
+    """Turn SQLAlchemy's errors about a storage URL into one message naming the setting."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    shown = f"hydra.sweeper.storage={mask_url_passwords(url)}"
+    example = "e.g. sqlite:///optuna.db, or postgresql://user:password@host/db"
+    try:
+        yield
+    except (ArgumentError, NoSuchModuleError) as err:
+        raise StorageError(
+            f"{shown} is not a database URL SQLAlchemy knows ({str(err).splitlines()[0]}); "
+            f"{example}, or null for a SQLite file in the sweep folder."
+        ) from None
+    except ImportError as err:
+        raise StorageError(
+            f"{shown} needs a database driver that is not installed ({str(err).splitlines()[0]}"
+            "); install the one for this database, e.g. pip install psycopg2-binary "
+            "(PostgreSQL) or pip install pymysql (MySQL, with a mysql+pymysql:// URL)."
+        ) from None
+    except SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", None) or err).splitlines()[0]
+        raise StorageError(
+            f"{shown} cannot be opened ({reason}). Check that the database server is reachable "
+            "and the credentials are right (for SQLite: that the file's folder exists)."
+        ) from None
