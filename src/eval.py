@@ -23,7 +23,7 @@ from src.utils import (  # noqa: E402
     task_wrapper,
 )
 from src.utils.checkpoints import resolve_ckpt_path  # noqa: E402
-from src.utils.checks import check_model_matches_data  # noqa: E402
+from src.utils.checks import check_model_matches_data, prepare_data_early  # noqa: E402
 from src.utils.config_checks import check_config  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -43,6 +43,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: LightningDataModule = hydra.utils.instantiate(cfg.data)
+
+    prepare_data_early(datamodule, "test")  # data problems fail before anything else is built
 
     log.info(f"Instantiating model <{cfg.model._target_}>")
     with open_dict(cfg):  # unset shape arguments (model=timm, ...) follow the data

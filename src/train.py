@@ -30,7 +30,7 @@ from src.utils import (  # noqa: E402
     task_wrapper,
 )
 from src.utils.checkpoints import resolve_ckpt_path  # noqa: E402
-from src.utils.checks import check_model_matches_data  # noqa: E402
+from src.utils.checks import check_model_matches_data, prepare_data_early  # noqa: E402
 from src.utils.config_checks import check_config  # noqa: E402
 from src.utils.ddp_trials import needs_trial_ranks, trial_ranks  # noqa: E402
 
@@ -63,6 +63,8 @@ def fit_and_test(cfg: DictConfig, ckpt_path: str | None) -> tuple[dict[str, Any]
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: LightningDataModule = hydra.utils.instantiate(cfg.data)
+
+    prepare_data_early(datamodule, "fit")  # data problems fail before anything else is built
 
     log.info(f"Instantiating model <{cfg.model._target_}>")
     with open_dict(cfg):  # unset shape arguments (model=timm, ...) follow the data

@@ -62,3 +62,27 @@ def test_train_refuses_before_reading_any_data(tmp_path: Path, monkeypatch) -> N
 )
 def test_shipped_configs_pass(override: str) -> None:
     check_config(compose_config("train.yaml", [override]))
+
+
+def test_data_problems_fail_before_the_model_is_built(tmp_path: Path, monkeypatch) -> None:
+    """A corrupt image is found while the data is decoded, before model and Trainer exist."""
+    from hydra.core.hydra_config import HydraConfig
+
+    import src.train
+    from src.data.components.image_folder import ImageFolderError
+    from tests.helpers.cifar_files import write_image_folder
+
+    write_image_folder(tmp_path / "images", ("cat", "dog"), {"train": 4, "test": 2})
+    (tmp_path / "images" / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
+    monkeypatch.setattr(src.train, "instantiate_model", lambda *a: pytest.fail("model built"))
+    cfg = compose_config(
+        "train.yaml",
+        [
+            "data=image_folder",
+            f"data.data_dir={tmp_path / 'images'}",
+            f"paths.output_dir={tmp_path}",
+        ],
+    )
+    HydraConfig().set_config(cfg)
+    with pytest.raises(ImageFolderError, match="broken.png"):
+        src.train.train(cfg)

@@ -6,6 +6,7 @@ accepts and predicts, by running the network once on a zero batch of the data's 
 computing every head's loss on it.
 """
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -147,3 +148,15 @@ def _check_losses(model: LightningModule, logits: Mapping[str, torch.Tensor]) ->
                 f"classes: {type(err).__name__}: {str(err).splitlines()[0]}. Check its "
                 f"arguments (a class `weight` needs one value per class, here {y.shape[-1]})."
             ) from err
+
+
+def prepare_data_early(datamodule: LightningDataModule, stage: str = "fit") -> None:
+    """Download, decode and split the data now, before the Trainer starts, so that data problems
+    (missing or corrupt files, bad labels, impossible split sizes) fail first, with nothing else
+    built. Only the process Lightning would prepare data in (local rank 0) does it; the Trainer
+    later finds everything done (``prepare_data`` and ``setup`` are idempotent)."""
+    local_rank = os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
+    if local_rank != "0":
+        return
+    datamodule.prepare_data()
+    datamodule.setup(stage)
