@@ -1,29 +1,24 @@
-"""Evaluate a checkpoint on the test set: ``python src/eval.py ckpt_path=...``."""
+"""Evaluate a checkpoint on the test set: ``python src/eval.py ckpt_path=...``.
+
+torch and Lightning are imported when evaluation starts, so ``--help`` and ``--cfg job`` answer
+at once.
+"""
 
 from typing import Any
 
 import hydra
 import rootutils
-from lightning import Callback, LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, open_dict
 
 rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
 
-from src.models.build import fit_model_config  # noqa: E402
 from src.utils import (  # noqa: E402
     RankedLogger,
     extras,
     freeze_imported_objects,
-    instantiate_callbacks,
-    instantiate_loggers,
-    instantiate_model,
-    log_hyperparameters,
     report_errors,
     task_wrapper,
 )
-from src.utils.checkpoints import resolve_ckpt_path  # noqa: E402
-from src.utils.checks import check_model_matches_data, prepare_data_early  # noqa: E402
 from src.utils.config_checks import check_config  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -36,6 +31,19 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     :param cfg: The composed Hydra config (``configs/eval.yaml``).
     :return: ``(metric_dict, object_dict)``.
     """
+    from lightning import Callback, LightningDataModule, LightningModule, Trainer
+    from lightning.pytorch.loggers import Logger
+
+    from src.models.build import fit_model_config
+    from src.utils.checkpoints import resolve_ckpt_path
+    from src.utils.checks import check_model_matches_data, prepare_data_early
+    from src.utils.instantiators import (
+        instantiate_callbacks,
+        instantiate_loggers,
+        instantiate_model,
+    )
+    from src.utils.logging_utils import log_hyperparameters
+
     if not cfg.get("ckpt_path"):
         raise ValueError("Evaluation needs a checkpoint: pass ckpt_path=/path/to/file.ckpt.")
     check_config(cfg)  # checked before anything is built

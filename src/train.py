@@ -1,36 +1,29 @@
-"""Train a model from the Hydra config: ``python src/train.py [overrides]``."""
+"""Train a model from the Hydra config: ``python src/train.py [overrides]``.
+
+torch, Lightning and the models are imported when training starts, not when this module is
+imported: ``--help``, ``--cfg job``, ``--info`` and a mistyped config name answer at once.
+"""
 
 from typing import Any
 
 import hydra
-import lightning as L
 import rootutils
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning import Callback, LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, open_dict
 
 rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
 # setup_root: finds the folder with ".project-root", adds it to PYTHONPATH (so `src` imports work
 # from anywhere), sets PROJECT_ROOT (used by configs/paths) and loads a `.env` file if present.
 
-from src.models.build import fit_model_config  # noqa: E402
 from src.utils import (  # noqa: E402
     RankedLogger,
     extras,
     freeze_imported_objects,
     get_metric_value,
-    instantiate_callbacks,
-    instantiate_loggers,
-    instantiate_model,
-    log_hyperparameters,
     report_errors,
     task_wrapper,
 )
-from src.utils.checkpoints import resolve_ckpt_path  # noqa: E402
-from src.utils.checks import check_model_matches_data, prepare_data_early  # noqa: E402
 from src.utils.config_checks import check_config  # noqa: E402
 from src.utils.ddp_trials import needs_trial_ranks, trial_ranks  # noqa: E402
 
@@ -44,6 +37,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     :param cfg: The composed Hydra config.
     :return: ``(metric_dict, object_dict)``: metrics from fit and test, and the objects built.
     """
+    from src.utils.checkpoints import resolve_ckpt_path
+
     # Checked before anything is built: a bad value fails in a second, not after data loading.
     check_config(cfg)
     ckpt_path = resolve_ckpt_path(cfg, resume=bool(cfg.get("train")))
@@ -58,6 +53,21 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def fit_and_test(cfg: DictConfig, ckpt_path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Build everything from ``cfg``, fit (from ``ckpt_path`` if given), then test."""
+    import lightning as L
+    import torch
+    from lightning import Callback, LightningDataModule, LightningModule, Trainer
+    from lightning.pytorch.loggers import Logger
+
+    from src.models.build import fit_model_config
+    from src.utils.checks import check_model_matches_data, prepare_data_early
+    from src.utils.instantiators import (
+        instantiate_callbacks,
+        instantiate_loggers,
+        instantiate_model,
+    )
+    from src.utils.logging_utils import log_hyperparameters
+
+    torch.set_float32_matmul_precision("high")
     if cfg.get("seed") is not None:  # seed 0 is a valid seed
         L.seed_everything(cfg.seed, workers=True)
 
@@ -122,8 +132,6 @@ def main(cfg: DictConfig) -> float | None:
     metric_dict, _ = train(cfg)
     return get_metric_value(metric_dict=metric_dict, metric_name=cfg.get("optimized_metric"))
 
-
-torch.set_float32_matmul_precision("high")
 
 if __name__ == "__main__":
     freeze_imported_objects()

@@ -21,7 +21,7 @@ SEARCHES = sorted(p.stem for p in (ROOT / "configs" / "hparams_search").glob("*.
         ("data.batch_size=0", r"data.batch_size=0 .*e.g. data.batch_size=128"),
         ("data.batch_size=-1", r"data.batch_size=-1 is not valid"),
         ("seed=abc", r"seed='abc' is not valid: it must be an integer or null"),
-        ("model.optimizer.lr=abc", r"model.optimizer.lr='abc' .*positive number"),
+        ("model.optimizer.lr=abc", r"model.optimizer.lr='abc' .*a number >= 0"),
         ("model.optimizer.lr=-0.1", r"model.optimizer.lr=-0.1 is not valid"),
         ("trainer.max_epochs=ten", r"trainer.max_epochs='ten'"),
         ("trainer.devices=0", r"trainer.devices=0 .*device count"),
@@ -69,12 +69,15 @@ def test_data_problems_fail_before_the_model_is_built(tmp_path: Path, monkeypatc
     from hydra.core.hydra_config import HydraConfig
 
     import src.train
+    import src.utils.instantiators
     from src.data.components.image_folder import ImageFolderError
     from tests.helpers.cifar_files import write_image_folder
 
     write_image_folder(tmp_path / "images", ("cat", "dog"), {"train": 4, "test": 2})
     (tmp_path / "images" / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
-    monkeypatch.setattr(src.train, "instantiate_model", lambda *a: pytest.fail("model built"))
+    monkeypatch.setattr(
+        src.utils.instantiators, "instantiate_model", lambda *a: pytest.fail("model built")
+    )
     cfg = compose_config(
         "train.yaml",
         [

@@ -1,5 +1,10 @@
-from src.utils.instantiators import instantiate_callbacks, instantiate_loggers, instantiate_model
-from src.utils.logging_utils import log_hyperparameters
+"""Utilities every layer stands on. Light names are imported at once; the ones that need torch
+and Lightning (instantiators, hyperparameter logging) on first use, so that an entry point can
+answer ``--help`` before the heavy libraries load."""
+
+from importlib import import_module
+from typing import Any
+
 from src.utils.pylogger import RankedLogger
 from src.utils.rich_utils import enforce_tags, print_config_tree
 from src.utils.run_dir import register_run_suffix_resolver
@@ -25,6 +30,21 @@ __all__ = [
     "print_config_tree",
     "task_wrapper",
 ]
+
+#: ``name: module`` of the names imported on first use.
+_LAZY = {
+    "instantiate_callbacks": "src.utils.instantiators",
+    "instantiate_loggers": "src.utils.instantiators",
+    "instantiate_model": "src.utils.instantiators",
+    "log_hyperparameters": "src.utils.logging_utils",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'src.utils' has no attribute {name!r}")
+
 
 # Every entry point imports this package before Hydra composes its config.
 register_run_suffix_resolver()

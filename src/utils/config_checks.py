@@ -32,7 +32,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "data.batch_size": (lambda v: _is_int(v) and v > 0, "a positive integer", "128"),
     "data.num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0", "4"),
     "seed": (lambda v: v is None or _is_int(v), "an integer or null", "12345"),
-    "model.optimizer.lr": (lambda v: _is_number(v) and v > 0, "a positive number", "0.001"),
+    "model.optimizer.lr": (lambda v: _is_number(v) and v >= 0, "a number >= 0", "0.001"),
     "model.optimizer.weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0", "0.0"),
     "trainer.max_epochs": (
         lambda v: v is None or (_is_int(v) and v >= -1),
