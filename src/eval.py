@@ -31,6 +31,9 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     :param cfg: The composed Hydra config (``configs/eval.yaml``).
     :return: ``(metric_dict, object_dict)``.
     """
+    if not cfg.get("ckpt_path"):
+        raise ValueError("Evaluation needs a checkpoint: pass ckpt_path=/path/to/file.ckpt.")
+    check_config(cfg)  # checked before anything is built or imported
     from lightning import Callback, LightningDataModule, LightningModule, Trainer
     from lightning.pytorch.loggers import Logger
 
@@ -44,9 +47,6 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     )
     from src.utils.logging_utils import log_hyperparameters
 
-    if not cfg.get("ckpt_path"):
-        raise ValueError("Evaluation needs a checkpoint: pass ckpt_path=/path/to/file.ckpt.")
-    check_config(cfg)  # checked before anything is built
     ckpt_path = resolve_ckpt_path(cfg)
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")

@@ -37,10 +37,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     :param cfg: The composed Hydra config.
     :return: ``(metric_dict, object_dict)``: metrics from fit and test, and the objects built.
     """
-    from src.utils.checkpoints import resolve_ckpt_path
-
     # Checked before anything is built: a bad value fails in a second, not after data loading.
     check_config(cfg)
+    from src.utils.checkpoints import resolve_ckpt_path
+
     ckpt_path = resolve_ckpt_path(cfg, resume=bool(cfg.get("train")))
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()

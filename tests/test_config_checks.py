@@ -89,3 +89,24 @@ def test_data_problems_fail_before_the_model_is_built(tmp_path: Path, monkeypatc
     HydraConfig().set_config(cfg)
     with pytest.raises(ImageFolderError, match="broken.png"):
         src.train.train(cfg)
+
+
+def test_command_line_error_is_one_message_before_heavy_imports(tmp_path: Path) -> None:
+    """``python src/train.py data.batch_size=abc``: exit status 1, the message once, no
+    traceback, and torch never imported (the check runs before the training stack loads)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import runpy, sys, atexit; "
+        "atexit.register(lambda: print('TORCH_LOADED' if 'torch' in sys.modules else 'NO_TORCH'));"
+        "sys.argv = ['src/train.py', 'data.batch_size=abc', 'extras.print_config=false', "
+        f"'hydra.run.dir={tmp_path}']; runpy.run_path('src/train.py', run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert output.count("data.batch_size='abc' is not valid") == 1, output
+    assert "Traceback" not in output and "NO_TORCH" in output, output

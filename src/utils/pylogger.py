@@ -1,9 +1,17 @@
 """A logger that prefixes the process rank and can log from rank zero only."""
 
 import logging
+import os
 from collections.abc import Mapping
 
 from lightning_utilities.core.rank_zero import rank_prefixed_message, rank_zero_only
+
+#: Where launchers put the process rank, in the order Lightning reads them.
+RANK_VARS = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+if getattr(rank_zero_only, "rank", None) is None:
+    # Lightning sets the rank when it is imported, and keeps a value that is already there; the
+    # entry points log before they import it.
+    rank_zero_only.rank = next((int(os.environ[v]) for v in RANK_VARS if v in os.environ), 0)
 
 
 class RankedLogger(logging.LoggerAdapter):
