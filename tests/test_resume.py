@@ -21,11 +21,10 @@ from lightning import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import src.train
+from src.callbacks.model_checkpoint import AtomicCheckpointIO, ResumableModelCheckpoint
 from src.data.base_datamodule import EpochSampler, ResumableDataLoader
 from src.train import train
 from src.utils.checkpoints import (
-    AtomicCheckpointIO,
-    ResumableModelCheckpoint,
     atomic_torch_save,
     collect_rng_state,
     find_last_checkpoint,

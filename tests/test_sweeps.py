@@ -33,7 +33,7 @@ from hydra_plugins.lhte_optuna_sweeper.trial_handle import (
     TRIAL_ID_ENV,
     open_storage,
 )
-from src.utils.optuna_pruning import OptunaPruningCallback
+from src.callbacks.optuna_pruning import OptunaPruningCallback
 from tests.conftest import ROOT, TINY_SPLIT, compose_config
 from tests.conftest import _tune_for_tests as tune_for_tests
 
