@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src.callbacks.test_figures import TestFiguresCallback, denormalize
+from src.callbacks.confusion_figures import TestFiguresCallback, denormalize
 from tests.conftest import MULTIHEAD, train_tiny
 
 

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from src.data import multihead_dataset as mh
+from src.data.components import mnist_attributes as mh
 from src.data.components.mnist_source import load_mnist, raw_dir
 from src.data.mnist_datamodule import MNISTDataModule
 from src.eval import evaluate

@@ -2,7 +2,7 @@
 
 import torch
 
-from src.data.cifar10_datamodule import CIFARDataModule
+from src.data.cifar_datamodule import CIFARDataModule
 from src.data.components.cifar_source import CIFAR100, ensure_cifar, load_cifar_split
 
 

@@ -8,13 +8,13 @@ import torch
 
 from src.data.base_datamodule import InMemoryDataModule
 from src.data.components.memory import Labels
-from src.data.components.mnist_source import ensure_mnist, load_mnist, raw_dir
-from src.data.multihead_dataset import (
+from src.data.components.mnist_attributes import (
     MNIST_HEADS,
     SMOOTHNESS_NAMES,
     THICKNESS_NAMES,
     MNISTAttributeLabels,
 )
+from src.data.components.mnist_source import ensure_mnist, load_mnist, raw_dir
 
 
 class MNISTDataModule(InMemoryDataModule):
@@ -27,7 +27,7 @@ class MNISTDataModule(InMemoryDataModule):
 
     With ``heads`` (e.g. ``[digit, thickness, smoothness]``) the labels are a dict, one tensor
     per head, for multihead models: ``thickness`` is bucketed from each image's stroke width and
-    ``smoothness`` follows the digit's shape (see :mod:`src.data.multihead_dataset`).
+    ``smoothness`` follows the digit's shape (see :mod:`src.data.components.mnist_attributes`).
 
     :param heads: Heads to yield, primary first, from ``digit``, ``thickness``, ``smoothness``;
         ``None`` (default) yields the plain digit tensor of the original template.

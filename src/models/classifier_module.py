@@ -251,7 +251,7 @@ class ClassifierLitModule(LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> dict[str, dict[str, torch.Tensor]]:
         """Accumulate test loss and accuracy; return ``{logits, targets}`` (per head) for
-        callbacks such as :class:`~src.callbacks.test_figures.TestFiguresCallback`."""
+        callbacks such as :class:`~src.callbacks.confusion_figures.TestFiguresCallback`."""
         _, logits, targets = self._shared_step(batch, "test")
         return {"logits": {h: v.detach() for h, v in logits.items()}, "targets": targets}
 

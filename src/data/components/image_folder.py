@@ -143,7 +143,7 @@ def list_classes(folder: str | Path) -> list[str]:
         ) from err
 
 
-def fingerprint(folder: str | Path, samples: Samples, extra: str = "") -> str:
+def folder_fingerprint(folder: str | Path, samples: Samples, extra: str = "") -> str:
     """Hash of the folder path and every image's relative path, size and modification time."""
     folder = Path(folder).resolve()
     digest = hashlib.sha1(f"{CACHE_FORMAT}|{folder}|{extra}".encode())
@@ -224,7 +224,7 @@ def load_split_cached(
     :return: ``(uint8 images (N, C, H, W), int64 labels (N,), class names)``.
     """
     classes, samples = scan_split(folder, class_to_idx)
-    key = fingerprint(folder, samples, extra=f"{image_size}|{channels}")
+    key = folder_fingerprint(folder, samples, extra=f"{image_size}|{channels}")
     cache_file = _cache_file(folder, key, cache_dir)
     if cache_file is not None:
         if cache_file.is_file():
@@ -255,7 +255,7 @@ def cache_split(
     Cheaper than :func:`load_split_cached` when the cache exists: nothing is loaded.
     """
     classes, samples = scan_split(folder, class_to_idx)
-    key = fingerprint(folder, samples, extra=f"{image_size}|{channels}")
+    key = folder_fingerprint(folder, samples, extra=f"{image_size}|{channels}")
     if not _cache_file(folder, key, cache_dir).is_file():
         load_split_cached(folder, class_to_idx, image_size, channels, cache_dir, max_pixels)
     return classes

@@ -178,7 +178,7 @@ def bucketize(scores: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     return torch.bucketize(scores, thresholds.to(scores), right=True).long()
 
 
-def fingerprint(images: torch.Tensor) -> str:
+def images_digest(images: torch.Tensor) -> str:
     """Short content hash of an image tensor: tells whether a cache belongs to these images."""
     data = images.detach().cpu().contiguous()
     digest = hashlib.sha1(data.numpy().tobytes(), usedforsecurity=False)
@@ -194,7 +194,7 @@ def cached_stroke_widths(images: torch.Tensor, cache_file: str | Path) -> torch.
     processes never read half a file).
     """
     cache_file = Path(cache_file)
-    key = {"version": LABEL_VERSION, "fingerprint": fingerprint(images)}
+    key = {"version": LABEL_VERSION, "fingerprint": images_digest(images)}
     if cache_file.exists():
         try:
             cached = torch.load(cache_file, weights_only=True)
