@@ -1,0 +1,108 @@
+"""EMA and SWA of the weights: Lightning's ``WeightAveraging`` with two gaps closed.
+
+Lightning swaps the averaged weights in for validation, copies them into the model when
+training ends, and saves them as the checkpoint's ``state_dict`` (the raw weights go to
+``current_model_state``, the average's counter to ``averaging_state``). The subclasses here add:
+
+- Testing a checkpoint after fit (``trainer.test(ckpt_path="best")``): Lightning's
+  ``on_load_checkpoint`` reloads ``current_model_state`` whenever the callback has an averaged
+  model, so the *raw* weights were tested. Outside fitting the checkpoint's ``state_dict`` (the
+  average) is kept.
+- Entries of ``state_dict`` that are neither parameters nor buffers (persistent metric states
+  such as ``val_acc_best``) are taken from the raw module: the averaged copy froze them when
+  fitting started.
+- The epoch of the last update is saved too, so a resumed run never repeats an epoch update.
+"""
+
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import EMAWeightAveraging, WeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
+
+
+class _SafeAveraging(WeightAveraging):
+    """Fixes shared by :class:`EMA` and :class:`SWA` (see the module docstring)."""
+
+    def on_save_checkpoint(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
+    ) -> None:
+        """Averaged weights in ``state_dict``, raw ones in ``current_model_state``."""
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        raw = checkpoint.get("current_model_state")
+        if raw is None:
+            return
+        averaged = {name for name, _ in pl_module.named_parameters()}
+        averaged |= {name for name, _ in pl_module.named_buffers()}
+        for name, value in raw.items():
+            if name not in averaged:
+                checkpoint["state_dict"][name] = value
+
+    def on_load_checkpoint(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
+    ) -> None:
+        """Resume both weight sets when fitting; otherwise keep the averaged ``state_dict``."""
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Steps and epoch of the last update."""
+        return {**super().state_dict(), "latest_update_epoch": self._latest_update_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        super().load_state_dict(state_dict)
+        self._latest_update_epoch = state_dict.get("latest_update_epoch", -1)
+
+
+class EMA(_SafeAveraging, EMAWeightAveraging):
+    """Exponential moving average of the weights, updated after optimizer steps.
+
+    Takes the arguments of :class:`~lightning.pytorch.callbacks.EMAWeightAveraging`
+    (``decay``, ``update_every_n_steps``, ``update_starting_at_step``, ``device`` ...).
+    """
+
+    def __init__(self, decay: float = 0.999, **kwargs: Any) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(
+                f"callbacks.ema.decay={decay} must be in [0, 1): the share of the old average "
+                "kept per update (0.999 averages about the last 1000 steps)."
+            )
+        super().__init__(decay=decay, **kwargs)
+
+
+class SWA(_SafeAveraging):
+    """Stochastic weight averaging: the equal-weight mean of the weights from ``start`` on.
+
+    :param start: First optimizer step averaged: a fraction of the run's steps (``0 <= start <
+        1``, from ``trainer.estimated_stepping_batches``) or a step number (``>= 1``).
+    :param update_every_n_steps: Average every n-th optimizer step.
+    :param kwargs: Passed to :class:`~lightning.pytorch.callbacks.WeightAveraging`.
+    """
+
+    def __init__(self, start: float = 0.75, update_every_n_steps: int = 1, **kwargs: Any) -> None:
+        if start < 0 or (start >= 1 and start != int(start)):
+            raise ValueError(
+                f"callbacks.swa.start={start} must be a fraction of the run in [0, 1) or a step "
+                "number >= 1, e.g. 0.75 to average the last quarter."
+            )
+        if update_every_n_steps < 1:
+            raise ValueError(
+                f"callbacks.swa.update_every_n_steps={update_every_n_steps} must be >= 1."
+            )
+        super().__init__(**kwargs)
+        self.start = start
+        self.update_every_n_steps = int(update_every_n_steps)
+        self._start_step = int(start) if start >= 1 else None
+
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        """Turn a fractional ``start`` into a step once the run's length is known."""
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and self.start < 1:
+            self._start_step = int(self.start * trainer.estimated_stepping_batches)
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        """Every ``update_every_n_steps``-th step from the start step on (never per epoch)."""
+        if step_idx is None or self._start_step is None or step_idx < self._start_step:
+            return False
+        return (step_idx - self._start_step) % self.update_every_n_steps == 0
