@@ -5,6 +5,8 @@ the raw ones, are what validation, test, the checkpoint's ``state_dict``, predic
 use, the raw ones stay in the checkpoint, and an interrupted run resumes to the same weights.
 """
 
+import os
+import signal
 from functools import partial
 from pathlib import Path
 
@@ -19,8 +21,9 @@ from src.callbacks.weight_averaging import EMA, SWA
 from src.models.classifier_module import ClassifierLitModule
 from src.models.components.schedulers import WarmupCosineLR
 from src.utils.instantiators import load_model_from_checkpoint
+from src.utils.utils import RunInterrupted
 from tests.conftest import SMALL_SPLIT, _tune_for_tests, compose_config
-from tests.test_resume import _interrupt_and_resume
+from tests.test_resume import _assert_same_weights, _interrupt_and_resume, _run
 
 RECORDER = f"{__name__}.Recorder"
 
@@ -156,11 +159,14 @@ def test_ema_weights_reach_predict_and_export(ema_run: tuple, tmp_path: Path) ->
 
 
 def test_ema_resumes_mid_epoch_exactly(cfg_train: DictConfig, tmp_path: Path) -> None:
-    """Killed mid-epoch and resumed: same averaged and raw weights as an uninterrupted run."""
-    ema = {"_target_": "src.callbacks.weight_averaging.EMA", "decay": 0.9}
-    _interrupt_and_resume(
-        cfg_train, tmp_path, kill_step=18, ckpt_step=15, ckpt_epoch=1, **{"callbacks.ema": ema}
-    )
+    """Killed at step 9 and resumed from step 8 (2 of 6 batches of epoch 1): same averaged and
+    raw weights as an uninterrupted run."""
+    extra = {
+        "callbacks.ema": {"_target_": "src.callbacks.weight_averaging.EMA", "decay": 0.9},
+        "data.train_val_test_split": [192, 48, 64],  # 6 steps per epoch
+        "callbacks.model_checkpoint.every_n_train_steps": 4,
+    }
+    _interrupt_and_resume(cfg_train, tmp_path, kill_step=9, ckpt_step=8, ckpt_epoch=1, **extra)
     full = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
     resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
     for key in ("current_model_state", "averaging_state"):
@@ -168,6 +174,38 @@ def test_ema_resumes_mid_epoch_exactly(cfg_train: DictConfig, tmp_path: Path) ->
         for name, value in full[key].items():
             torch.testing.assert_close(resumed[key][name], value, rtol=0, atol=1e-6, msg=name)
     assert full["callbacks"]["EMA"] == resumed["callbacks"]["EMA"]
+
+
+class SignalAtStep(Callback):
+    """Test-only: send this process SIGTERM as the training batch after ``step`` starts."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: Trainer, *args: object) -> None:
+        """Signal once; the interrupt callback saves at the end of this batch."""
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_ema_resumes_exactly_after_sigterm(cfg_train: DictConfig, tmp_path: Path) -> None:
+    """SIGTERM mid-epoch: the interrupt callback (listed before EMA) saves the step, with the
+    step's average applied; the resumed run ends like an uninterrupted one."""
+    ema = {"callbacks.ema": {"_target_": "src.callbacks.weight_averaging.EMA", "decay": 0.9}}
+    full = _run(cfg_train, tmp_path / "full", **ema)
+    sigterm = {"_target_": f"{__name__}.SignalAtStep", "step": 16}
+    with pytest.raises(RunInterrupted):
+        _run(cfg_train, tmp_path / "a", **{"callbacks.signal": sigterm}, **ema)
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["global_step"] == 17 and ckpt["callbacks"]["EMA"]["latest_update_step"] == 17
+    resumed = _run(cfg_train, tmp_path / "b", ckpt_path=str(last), **ema)
+    _assert_same_weights(
+        tmp_path / "full/checkpoints/last.ckpt",
+        tmp_path / "b/checkpoints/last.ckpt",
+    )
+    assert resumed["test/acc"] == pytest.approx(full["test/acc"], abs=1e-6)
 
 
 def test_ema_rejects_bad_decay() -> None:

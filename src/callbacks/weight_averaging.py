@@ -11,6 +11,9 @@ training ends, and saves them as the checkpoint's ``state_dict`` (the raw weight
 - Entries of ``state_dict`` that are neither parameters nor buffers (persistent metric states
   such as ``val_acc_best``) are taken from the raw module: the averaged copy froze them when
   fitting started.
+- A checkpoint written after an optimizer step but before this callback's own
+  ``on_train_batch_end`` (by a callback listed earlier, such as the Ctrl-C/SIGTERM
+  checkpoint) first applies that step's pending update, so the saved average matches the step.
 - The epoch of the last update is saved too, so a resumed run never repeats an epoch update.
 """
 
@@ -24,10 +27,39 @@ from lightning.pytorch.trainer.states import TrainerFn
 class _SafeAveraging(WeightAveraging):
     """Fixes shared by :class:`EMA` and :class:`SWA` (see the module docstring)."""
 
+    _swapped = False  # the averaged weights are in the module (during validation)
+
+    def on_validation_epoch_start(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule"
+    ) -> None:
+        """Swap the averaged weights in (Lightning) and remember it."""
+        super().on_validation_epoch_start(trainer, pl_module)
+        self._swapped = self._average_model is not None
+
+    def on_validation_epoch_end(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule"
+    ) -> None:
+        """Swap the raw weights back (Lightning)."""
+        super().on_validation_epoch_end(trainer, pl_module)
+        self._swapped = False
+
     def on_save_checkpoint(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
     ) -> None:
         """Averaged weights in ``state_dict``, raw ones in ``current_model_state``."""
+        step = trainer.global_step
+        if (
+            self._average_model is not None
+            and trainer.state.fn == TrainerFn.FITTING
+            and not self._swapped
+            and step > self._latest_update_step
+            and self.should_update(step_idx=step - 1)
+        ):
+            # the update on_train_batch_end would make right after: the weights are the same
+            self._average_model.update_parameters(pl_module)
+            self._latest_update_step = step
+            if self.state_key in checkpoint.get("callbacks", {}):  # collected before this hook
+                checkpoint["callbacks"][self.state_key] = self.state_dict()
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
         raw = checkpoint.get("current_model_state")
         if raw is None:
