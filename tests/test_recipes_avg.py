@@ -21,6 +21,7 @@ from src.callbacks.weight_averaging import EMA, SWA
 from src.models.classifier_module import ClassifierLitModule
 from src.models.components.schedulers import WarmupCosineLR
 from src.utils.instantiators import load_model_from_checkpoint
+from src.utils.trusted_targets import trusted_kind
 from src.utils.utils import RunInterrupted
 from tests.conftest import SMALL_SPLIT, _tune_for_tests, compose_config
 from tests.test_resume import _assert_same_weights, _interrupt_and_resume, _run
@@ -283,6 +284,8 @@ def test_warmup_cosine_over_a_run(tmp_path: Path) -> None:
     assert lrs[0] < lrs[1] < lrs[2] > lrs[3] > lrs[4] > lrs[5]
     scheduler = objects["trainer"].lr_scheduler_configs[0].scheduler
     assert scheduler.get_last_lr() == pytest.approx([0.0001])
+    # checkpoints naming it still load (predict/export allow-list)
+    assert trusted_kind(objects["cfg"].model.scheduler._target_) == "learning-rate scheduler"
 
 
 # ---------------------------------------------------------------------------------- TTA
