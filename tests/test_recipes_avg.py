@@ -228,6 +228,21 @@ def test_swa_is_the_mean_from_start(tmp_path: Path) -> None:
     assert int(ckpt["averaging_state"]["n_averaged"]) == 2
 
 
+def test_before_the_first_update_the_raw_weights_are_used(tmp_path: Path) -> None:
+    """SWA starting after the run's 3 steps: validation, test and checkpoint use the raw weights
+    (not the initial ones the average was created with)."""
+    metrics, objects = _train(tmp_path, "callbacks=[default,swa]", "callbacks.swa.start=10")
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert int(ckpt["averaging_state"]["n_averaged"]) == 0
+    steps = _callback(objects, Recorder).weights
+    for name, value in _params(ckpt["state_dict"], objects["model"]).items():
+        torch.testing.assert_close(value, steps[-1][name], rtol=0, atol=0)
+    module, _ = load_model_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    for stage in ("val", "test"):
+        expected = _stage_metrics(module, objects["datamodule"], stage)[f"{stage}/loss"]
+        assert float(metrics[f"{stage}/loss"]) == pytest.approx(expected)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"start": 2.5}, "start=2.5"), ({"update_every_n_steps": 0}, "n_steps=0")],

@@ -14,6 +14,9 @@ training ends, and saves them as the checkpoint's ``state_dict`` (the raw weight
 - A checkpoint written after an optimizer step but before this callback's own
   ``on_train_batch_end`` (by a callback listed earlier, such as the Ctrl-C/SIGTERM
   checkpoint) first applies that step's pending update, so the saved average matches the step.
+- Before the first update (``update_starting_at_step``, SWA's ``start``) the average is only
+  the initial weights: validation, the test after fitting and checkpoints then use the raw
+  weights instead.
 - The epoch of the last update is saved too, so a resumed run never repeats an epoch update.
 """
 
@@ -29,19 +32,30 @@ class _SafeAveraging(WeightAveraging):
 
     _swapped = False  # the averaged weights are in the module (during validation)
 
+    def _has_average(self) -> bool:
+        """At least one update was made (before it the average holds the initial weights)."""
+        return self._average_model is not None and int(self._average_model.n_averaged) > 0
+
     def on_validation_epoch_start(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule"
     ) -> None:
-        """Swap the averaged weights in (Lightning) and remember it."""
-        super().on_validation_epoch_start(trainer, pl_module)
-        self._swapped = self._average_model is not None
+        """Swap the averaged weights in (Lightning), once there is an average."""
+        if self._has_average():
+            super().on_validation_epoch_start(trainer, pl_module)
+            self._swapped = True
 
     def on_validation_epoch_end(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule"
     ) -> None:
         """Swap the raw weights back (Lightning)."""
-        super().on_validation_epoch_end(trainer, pl_module)
-        self._swapped = False
+        if self._swapped:
+            super().on_validation_epoch_end(trainer, pl_module)
+            self._swapped = False
+
+    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        """Copy the averaged weights into the module (Lightning), once there is an average."""
+        if self._has_average():
+            super().on_train_end(trainer, pl_module)
 
     def on_save_checkpoint(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
@@ -63,6 +77,9 @@ class _SafeAveraging(WeightAveraging):
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
         raw = checkpoint.get("current_model_state")
         if raw is None:
+            return
+        if not self._has_average():
+            checkpoint["state_dict"] = dict(raw)  # nothing averaged yet: the raw weights
             return
         averaged = {name for name, _ in pl_module.named_parameters()}
         averaged |= {name for name, _ in pl_module.named_buffers()}
