@@ -30,6 +30,8 @@ METADATA_KEY = "lhte"
 #: Checkpoint key of the running train-epoch metric states (see ``train_metric_states``).
 TRAIN_METRICS_KEY = "train_metric_states"
 METADATA_VERSION = 1
+#: Values of ``model.tta``: ``None`` (off) or ``"hflip"`` (mean logits of image and mirror).
+TTA_MODES = (None, "hflip")
 
 
 def infer_heads(net: nn.Module, num_classes: int | None = None) -> dict[str, int]:
@@ -79,6 +81,8 @@ class ClassifierLitModule(LightningModule):
     :param tta_flip: Test-time augmentation: outside training (validation, test, predict) the
         logits are the mean of the network's logits for the images and their horizontal flips.
         Only for data where a mirrored image keeps its label (CIFAR, not digits).
+    :param tta: Test-time augmentation by name: ``None`` (off) or ``"hflip"`` (the same as
+        ``tta_flip=True``).
     """
 
     def __init__(
@@ -96,8 +100,14 @@ class ClassifierLitModule(LightningModule):
         scheduler_interval: str = "epoch",
         scheduler_monitor: str = "val/loss",
         tta_flip: bool = False,
+        tta: str | None = None,
     ) -> None:
         super().__init__()
+        if tta not in TTA_MODES:
+            raise ValueError(
+                f"model.tta={tta!r} is not a test-time augmentation; use one of {list(TTA_MODES)}"
+                " (null turns it off)."
+            )
         # Only plain data goes into hparams so checkpoints load with weights_only=True.
         self.save_hyperparameters(
             logger=False, ignore=["net", "optimizer", "scheduler", "criterion", "criteria"]
@@ -174,10 +184,12 @@ class ClassifierLitModule(LightningModule):
     def forward_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run the network and always return ``{head: logits}``: the one place tensors become dicts.
 
-        With ``tta_flip`` and the module in eval mode, each head's logits are averaged over the
-        images and their horizontal flips (one forward pass on the doubled batch).
+        With ``tta_flip`` (or ``tta="hflip"``) and the module in eval mode, each head's logits are
+        averaged over the images and their horizontal flips (one forward pass on the doubled
+        batch).
         """
-        flip_views = self.hparams.get("tta_flip", False) and not self.training and x.ndim == 4
+        flip = self.hparams.get("tta_flip", False) or self.hparams.get("tta") == "hflip"
+        flip_views = flip and not self.training and x.ndim == 4
         out = self(torch.cat([x, x.flip(-1)]) if flip_views else x)
         heads = {self.primary_head: out} if isinstance(out, torch.Tensor) else out
         if flip_views:

@@ -71,7 +71,7 @@ TRUSTED_TARGETS: tuple[TargetRule, ...] = (
     TargetRule("optimizer", ("torch.optim.",), lambda o: _is_subclass(o, "torch.optim.Optimizer")),
     TargetRule(
         "learning-rate scheduler",
-        ("torch.optim.",),
+        ("torch.optim.", "src.models.components."),
         lambda o: _is_subclass(
             o, "torch.optim.lr_scheduler.LRScheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau"
         ),
