@@ -5,6 +5,11 @@ Classification networks return raw logits and integer targets. Most losses take 
 probabilities (MSELoss, L1Loss, BCELoss, ...) or one-hot float targets. :class:`ClassificationLoss`
 wraps a criterion and converts logits and targets once, so every loss works from the config.
 
+Soft targets (class probabilities ``(B, C)``, e.g. from MixUp/CutMix) pass through unchanged:
+CrossEntropyLoss takes probabilities, and the one-hot losses take any target of that shape.
+Losses that only understand class indices (NLLLoss, MultiMarginLoss) are rejected by
+:meth:`ClassificationLoss.check_soft_targets` when mixing is configured.
+
 Losses that need targets of another form (pairs of embeddings, triplets, sequences, multi-label
 index lists, ...) cannot be adapted: :class:`ClassificationLoss` rejects them when it is built,
 by name and by a dry run on a tiny batch, with a message listing the supported forms.
@@ -56,6 +61,8 @@ _UNSUPPORTED: dict[type[nn.Module], str] = {
     nn.GaussianNLLLoss: "needs a predicted variance",
     nn.PoissonNLLLoss: "takes counts, not classes",
 }
+# Losses that take class indices only: a (B, C) probability target means nothing to them.
+_INDEX_ONLY: tuple[type[nn.Module], ...] = (nn.NLLLoss, nn.MultiMarginLoss)
 SUPPORTED_FORMS = (
     "logits + class indices (CrossEntropyLoss, MultiMarginLoss); "
     "log-probabilities + class indices (NLLLoss); "
@@ -123,15 +130,51 @@ class ClassificationLoss(nn.Module):
                 "reduction='mean' (or 'sum'/'batchmean'), not 'none'."
             )
 
+    def check_soft_targets(self, where: str) -> None:
+        """Fail now, naming config key ``where``, if the criterion cannot take probabilities.
+
+        torch.nn losses are judged by class; a custom module must accept a ``(B, C)``
+        probability target in a dry run and return one number.
+        """
+        kind = type(self.criterion)
+        name = kind.__name__
+        fix = (
+            "use CrossEntropyLoss (or KLDivLoss, BCEWithLogitsLoss, MSELoss), or set model.mix=null"
+        )
+        if issubclass(kind, _INDEX_ONLY):
+            raise UnsupportedLossError(
+                f"model.mix makes soft targets (class probabilities), but {where} is {name}, "
+                f"which takes class indices only; {fix}."
+            )
+        if issubclass(kind, nn.CrossEntropyLoss) or self.one_hot_target:
+            return
+        logits = torch.linspace(-2.0, 2.0, 12).reshape(4, 3)
+        target = torch.full((4, 3), 1.0 / 3)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                loss = self(logits, target)
+            ok = isinstance(loss, torch.Tensor) and loss.numel() == 1
+        except Exception:  # noqa: BLE001 - any failure means it cannot take soft targets
+            ok = False
+        if not ok:
+            raise UnsupportedLossError(
+                f"model.mix makes soft targets (class probabilities (B, C)), but {where} "
+                f"({self.criterion!r}) fails on them; {fix}."
+            )
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Convert predictions and targets to the criterion's expected form and apply it."""
+        """Convert predictions and targets to the criterion's expected form and apply it.
+
+        ``target`` holds class indices ``(B,)`` or class probabilities ``(B, C)``.
+        """
         if self.prediction_form == "log_probs":
             prediction = F.log_softmax(logits.float(), dim=-1)
         elif self.prediction_form == "probs":
             prediction = F.softmax(logits.float(), dim=-1)
         else:
             prediction = logits
-        if self.one_hot_target:
+        if self.one_hot_target and target.ndim == logits.ndim - 1:
             target = F.one_hot(target.long(), logits.shape[-1]).to(prediction.dtype)
         return self.criterion(prediction, target)
 
