@@ -10,8 +10,7 @@ from torch import nn
 from src.data.components.transforms import BatchTransform, per_sample_transform
 from src.models.classifier_module import ClassifierLitModule
 from src.models.components.heads import MultiHead
-from src.models.components.losses import UnsupportedLossError
-from src.models.components.mixing import build_mix, mix_batch
+from src.models.components.losses import UnsupportedLossError, build_mix, mix_batch
 from tests.test_resume import _interrupt_and_resume
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
@@ -217,3 +216,32 @@ def test_mix_and_policy_run_resumes_exactly(cfg_train: DictConfig, tmp_path: Pat
     ckpt = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["mix"] == BOTH  # the switches did reach the run
     assert ckpt["datamodule_hyper_parameters"]["augment"]["policy"] == "autoaugment"
+
+
+# ------------------------------------------------------------------------ configs
+def test_switches_are_off_by_default_and_set_from_the_command_line(tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+    from torchvision.transforms import v2
+
+    from src.utils.instantiators import instantiate_model
+    from tests.conftest import compose_config
+
+    base = ["model=cifar10_cnn_3.3m", "data=cifar10", f"data.data_dir={tmp_path}"]
+    default = compose_config("train.yaml", base)
+    assert default.model.mix is None and instantiate_model(default.model).mixer is None
+    transform = instantiate(default.data).transform
+    assert transform.policy is None and transform.erasing is None
+    cfg = compose_config(
+        "train.yaml",
+        [
+            *base,
+            "model.mix={mixup_alpha:0.8,cutmix_alpha:1.0}",
+            "data.augment.policy=randaugment",
+            "data.augment.policy_kwargs={num_ops:3}",
+            "data.augment.random_erasing=0.25",
+        ],
+    )
+    assert isinstance(instantiate_model(cfg.model).mixer, v2.RandomChoice)
+    transform = instantiate(cfg.data).transform
+    assert isinstance(transform.policy, v2.RandAugment) and transform.policy.num_ops == 3
+    assert transform.erasing.p == 0.25

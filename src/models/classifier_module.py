@@ -18,8 +18,12 @@ from torchmetrics import MaxMetric, MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.models.components.heads import MultiHead
-from src.models.components.losses import ClassificationLoss, instantiate_criterion
-from src.models.components.mixing import build_mix, mix_batch
+from src.models.components.losses import (
+    ClassificationLoss,
+    build_mix,
+    instantiate_criterion,
+    mix_batch,
+)
 from src.utils.data_description import describe, names_for_model
 from src.utils.local_paths import portable_paths
 from src.utils.plain_data import make_plain, to_plain
