@@ -205,6 +205,15 @@ def test_bad_policy_config_names_the_key(augment: dict, message: str) -> None:
         BatchTransform(MEAN, STD, **augment)
 
 
+def test_misspelt_augment_key_is_named() -> None:
+    from src.data.mnist_datamodule import MNISTDataModule
+
+    with pytest.raises(
+        ValueError, match=r"data\.augment has unknown key\(s\) \['polcy'\].*'policy'"
+    ):
+        MNISTDataModule(augment={"polcy": "randaugment"})
+
+
 # ------------------------------------------------------------------------ resume
 def test_mix_and_policy_run_resumes_exactly(cfg_train: DictConfig, tmp_path: Path) -> None:
     """Mixing and per-image policies draw from the global RNG that the checkpoint restores."""

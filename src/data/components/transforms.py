@@ -8,6 +8,7 @@ zero-padded random crop, horizontal flip, an optional torchvision augmentation p
 scale), scaling to [0, 1] and per-channel normalization, then optional random erasing.
 """
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,6 +27,14 @@ POLICIES: dict[str, type[nn.Module]] = {
     "autoaugment": v2.AutoAugment,
     "augmix": v2.AugMix,
 }
+
+
+def check_augment_keys(augment: Mapping[str, Any] | None) -> None:
+    """One clear error for a misspelt ``data.augment`` key (instead of a ``TypeError``)."""
+    known = [k for k in inspect.signature(BatchTransform).parameters if k not in ("mean", "std")]
+    unknown = sorted(set(augment or {}) - set(known))
+    if unknown:
+        raise ValueError(f"data.augment has unknown key(s) {unknown}; it takes {known}.")
 
 
 def build_policy(name: str | None, kwargs: Mapping[str, Any] | None = None) -> nn.Module | None:
