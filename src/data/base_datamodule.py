@@ -29,7 +29,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from src.data.components.memory import InMemoryImages, Labels, index_labels, keep_batch
-from src.data.components.transforms import BatchTransform
+from src.data.components.transforms import BatchTransform, check_augment_keys
 from src.utils.checkpoints import collect_rng_state, restore_rng_state
 from src.utils.data_description import DataDescription, fill_names
 from src.utils.plain_data import make_plain
@@ -134,7 +134,8 @@ class InMemoryDataModule(LightningDataModule):
         dataset's published statistics where the class has them, otherwise computed from the
         training split when it is loaded.
     :param augment: Training augmentation, keyword arguments of :class:`BatchTransform`
-        (``crop_padding``, ``hflip``, ``degrees``, ``translate``, ``scale``).
+        (``crop_padding``, ``hflip``, ``degrees``, ``translate``, ``scale``, ``policy``,
+        ``policy_kwargs``, ``random_erasing``).
     :param in_memory: Use the in-memory batch-wise pipeline (``False``: per-sample transforms).
     :param data_on_device: With the in-memory pipeline, keep the dataset on the GPU.
     :param download: Allow fetching the dataset over the network.
@@ -170,6 +171,7 @@ class InMemoryDataModule(LightningDataModule):
         self.stats_pending = not stats
         channels = self.input_shape[0]
         stats = stats or {"mean": [0.0] * channels, "std": [1.0] * channels}
+        check_augment_keys(augment)
         self.transform = BatchTransform(**stats, **dict(augment or {}))
         #: The statistics as given or computed (plain floats; the transform holds float32).
         self.stats = {k: [float(v) for v in stats[k]] for k in ("mean", "std")}

@@ -5,6 +5,18 @@ Classification networks return raw logits and integer targets. Most losses take 
 probabilities (MSELoss, L1Loss, BCELoss, ...) or one-hot float targets. :class:`ClassificationLoss`
 wraps a criterion and converts logits and targets once, so every loss works from the config.
 
+Soft targets (class probabilities ``(B, C)``, e.g. from MixUp/CutMix) pass through unchanged:
+CrossEntropyLoss takes probabilities, and the one-hot losses take any target of that shape.
+Losses that only understand class indices (NLLLoss, MultiMarginLoss) are rejected by
+:meth:`ClassificationLoss.check_soft_targets` when mixing is configured.
+
+:func:`build_mix` and :func:`mix_batch` make those soft targets for ``model.mix``:
+``v2.MixUp``/``v2.CutMix`` mix each image with its neighbour in the (shuffled) batch. With several
+heads, every head's one-hot targets are mixed in the same call, concatenated into one
+probability tensor, so all heads share the pairing and the mixing weight. The random draws
+(mixing weight, CutMix box, MixUp-or-CutMix choice) come from the global torch RNG, which the
+checkpoint saves, so mixed runs resume exactly.
+
 Losses that need targets of another form (pairs of embeddings, triplets, sequences, multi-label
 index lists, ...) cannot be adapted: :class:`ClassificationLoss` rejects them when it is built,
 by name and by a dry run on a tiny batch, with a message listing the supported forms.
@@ -19,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torchvision.transforms import v2
 
 # What each loss wants as prediction: "logits", "log_probs" or "probs".
 _PREDICTION_FORM: dict[type[nn.Module], str] = {
@@ -56,6 +69,8 @@ _UNSUPPORTED: dict[type[nn.Module], str] = {
     nn.GaussianNLLLoss: "needs a predicted variance",
     nn.PoissonNLLLoss: "takes counts, not classes",
 }
+# Losses that take class indices only: a (B, C) probability target means nothing to them.
+_INDEX_ONLY: tuple[type[nn.Module], ...] = (nn.NLLLoss, nn.MultiMarginLoss)
 SUPPORTED_FORMS = (
     "logits + class indices (CrossEntropyLoss, MultiMarginLoss); "
     "log-probabilities + class indices (NLLLoss); "
@@ -123,15 +138,51 @@ class ClassificationLoss(nn.Module):
                 "reduction='mean' (or 'sum'/'batchmean'), not 'none'."
             )
 
+    def check_soft_targets(self, where: str) -> None:
+        """Fail now, naming config key ``where``, if the criterion cannot take probabilities.
+
+        torch.nn losses are judged by class; a custom module must accept a ``(B, C)``
+        probability target in a dry run and return one number.
+        """
+        kind = type(self.criterion)
+        name = kind.__name__
+        fix = (
+            "use CrossEntropyLoss (or KLDivLoss, BCEWithLogitsLoss, MSELoss), or set model.mix=null"
+        )
+        if issubclass(kind, _INDEX_ONLY):
+            raise UnsupportedLossError(
+                f"model.mix makes soft targets (class probabilities), but {where} is {name}, "
+                f"which takes class indices only; {fix}."
+            )
+        if issubclass(kind, nn.CrossEntropyLoss) or self.one_hot_target:
+            return
+        logits = torch.linspace(-2.0, 2.0, 12).reshape(4, 3)
+        target = torch.full((4, 3), 1.0 / 3)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                loss = self(logits, target)
+            ok = isinstance(loss, torch.Tensor) and loss.numel() == 1
+        except Exception:  # noqa: BLE001 - any failure means it cannot take soft targets
+            ok = False
+        if not ok:
+            raise UnsupportedLossError(
+                f"model.mix makes soft targets (class probabilities (B, C)), but {where} "
+                f"({self.criterion!r}) fails on them; {fix}."
+            )
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Convert predictions and targets to the criterion's expected form and apply it."""
+        """Convert predictions and targets to the criterion's expected form and apply it.
+
+        ``target`` holds class indices ``(B,)`` or class probabilities ``(B, C)``.
+        """
         if self.prediction_form == "log_probs":
             prediction = F.log_softmax(logits.float(), dim=-1)
         elif self.prediction_form == "probs":
             prediction = F.softmax(logits.float(), dim=-1)
         else:
             prediction = logits
-        if self.one_hot_target:
+        if self.one_hot_target and target.ndim == logits.ndim - 1:
             target = F.one_hot(target.long(), logits.shape[-1]).to(prediction.dtype)
         return self.criterion(prediction, target)
 
@@ -161,3 +212,67 @@ def instantiate_criterion(cfg: DictConfig | Mapping[str, Any] | nn.Module | None
     }
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in tensors])
     return hydra.utils.instantiate(cfg, **tensors)
+
+
+# ------------------------------------------------------------ MixUp / CutMix
+#: Keys ``model.mix`` accepts.
+MIX_KEYS = ("mixup_alpha", "cutmix_alpha")
+
+
+def build_mix(cfg: Mapping[str, Any] | None) -> nn.Module | None:
+    """The v2 transform for ``model.mix``: MixUp, CutMix, or a random choice of the two per batch.
+
+    :param cfg: ``{mixup_alpha: a, cutmix_alpha: b}``; an alpha of 0 (or left out) turns that
+        method off; ``None`` turns mixing off.
+    """
+    if cfg is None:
+        return None
+    if not isinstance(cfg, Mapping):
+        raise ValueError(
+            f"model.mix={cfg!r} must be a mapping such as {{mixup_alpha: 0.8, cutmix_alpha: 1.0}} "
+            "(or null for no mixing)."
+        )
+    unknown = sorted(set(cfg) - set(MIX_KEYS))
+    if unknown:
+        raise ValueError(
+            f"model.mix has unknown key(s) {unknown}; it takes {list(MIX_KEYS)}, "
+            "e.g. model.mix={mixup_alpha: 0.8, cutmix_alpha: 1.0}."
+        )
+    alphas = {key: cfg.get(key) or 0.0 for key in MIX_KEYS}
+    for key, alpha in alphas.items():
+        if not isinstance(alpha, int | float) or alpha < 0:
+            raise ValueError(
+                f"model.mix.{key}={alpha!r} must be a number >= 0 (the Beta distribution's "
+                "alpha; 0 turns it off), e.g. 0.8 for MixUp or 1.0 for CutMix."
+            )
+    # num_classes=None: the labels passed in are already probabilities (see mix_batch).
+    ops = [
+        cls(alpha=float(alphas[key]))
+        for key, cls in (("mixup_alpha", v2.MixUp), ("cutmix_alpha", v2.CutMix))
+        if alphas[key] > 0
+    ]
+    if not ops:
+        return None
+    return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
+
+
+def mix_batch(
+    mixer: nn.Module,
+    x: torch.Tensor,
+    targets: Mapping[str, torch.Tensor],
+    classes: Mapping[str, int],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mix images ``x`` and the targets of every head with one pairing and one mixing weight.
+
+    :param mixer: From :func:`build_mix`.
+    :param targets: ``{head: class indices (B,)}``.
+    :param classes: ``{head: number of classes}``.
+    :return: The mixed images and ``{head: class probabilities (B, classes)}``; each row sums to 1.
+    """
+    heads = list(classes)
+    one_hot = torch.cat(
+        [F.one_hot(targets[h].long(), classes[h]).to(torch.float32) for h in heads], dim=1
+    )
+    mixed_x, mixed = mixer(x, one_hot)
+    soft = dict(zip(heads, mixed.split([classes[h] for h in heads], dim=1), strict=True))
+    return mixed_x, soft
