@@ -311,6 +311,15 @@ def test_experiments_run_a_few_batches(experiment: str, tmp_path: Path) -> None:
         assert cfg.model.head_lr == 0.1 and net.load_report is not None
         groups = objects["trainer"].optimizers[0].param_groups
         assert [g["lr"] > 0 for g in groups] == [True, True, True]  # rest, head, backbone
+        # The checkpoint rebuilds without the starting-weights file (gone on other machines).
+        from src.utils.instantiators import load_model_from_checkpoint
+
+        weights.unlink()
+        last = tmp_path / "checkpoints" / "last.ckpt"
+        rebuilt, _ = load_model_from_checkpoint(last)
+        saved = torch.load(last, weights_only=True)["state_dict"]
+        assert rebuilt.net.load_report is None
+        assert torch.equal(rebuilt.net.head.weight, saved["net.head.weight"])
     else:
         assert isinstance(net.backbone.maxpool, nn.Identity)  # the small-input stem
         assert not torch.equal(net.backbone.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
