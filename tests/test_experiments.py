@@ -10,6 +10,7 @@ from omegaconf import open_dict
 from src.train import train
 from tests.conftest import CONFIGS, ROOT, compose_config
 from tests.helpers.cifar_files import write_cifar10, write_cifar100
+from tests.helpers.weight_files import write_timm_weights
 
 EXPERIMENTS = sorted(p.stem for p in Path(CONFIGS, "experiment").glob("*.yaml"))
 
@@ -32,6 +33,10 @@ def test_experiment_fast_dev_run(experiment: str, tmp_path: Path) -> None:
         ]
     else:
         overrides += [f"data.data_dir={ROOT / 'data'}", "data.train_val_test_split=[512,128,256]"]
+    if cfg.model.net.get("pretrained"):  # no internet: a local file stands in for the download
+        weights = tmp_path / "weights.pt"
+        write_timm_weights(weights, cfg.model.net.model_name)
+        overrides += ["model.net.pretrained=false", f"model.net.checkpoint_path={weights}"]
     cfg = compose_config("train.yaml", overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)

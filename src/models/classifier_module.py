@@ -91,6 +91,8 @@ class ClassifierLitModule(LightningModule):
     :param mix: MixUp/CutMix of training batches, ``{mixup_alpha: a, cutmix_alpha: b}`` (both:
         one of the two per batch); the loss sees the mixed class probabilities, the training
         accuracy the original labels. ``None``: no mixing.
+    :param head_lr: Learning rate of the network's ``head`` (its own parameter group); the rest
+        trains at the optimizer's ``lr``. ``None``: one LR for everything.
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class ClassifierLitModule(LightningModule):
         tta_flip: bool = False,
         tta: str | None = None,
         mix: Mapping[str, float] | None = None,
+        head_lr: float | None = None,
     ) -> None:
         super().__init__()
         if tta not in TTA_MODES:
@@ -413,6 +416,22 @@ class ClassifierLitModule(LightningModule):
             metric._computed = None
 
     # ------------------------------------------------------------ optimizers
+    @property
+    def backbone(self) -> nn.Module:
+        """The network's ``backbone`` (what Lightning's ``BackboneFinetuning`` freezes)."""
+        backbone = getattr(self.net, "backbone", None)
+        if not isinstance(backbone, nn.Module):
+            raise AttributeError("backbone")  # Python then asks __getattr__, which explains
+        return backbone
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "backbone":  # only reached when the network has none
+            raise AttributeError(
+                f"{type(self.net).__name__} has no `backbone` module, so callbacks=finetune "
+                "cannot freeze it; use model=timm or model=torchvision."
+            )
+        return super().__getattr__(name)
+
     def setup(self, stage: str) -> None:
         """Apply memory format and compilation once the trainer is known."""
         if self.hparams.channels_last:
@@ -421,11 +440,16 @@ class ClassifierLitModule(LightningModule):
             self.net.compile()  # in place: state_dict keys stay the same
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """Build the optimizer and, if configured, the LR scheduler."""
-        optimizer = self.optimizer_factory(params=self.trainer.model.parameters())
+        """Build the optimizer and, if configured, the LR scheduler.
+
+        Frozen parameters (``requires_grad=False``, e.g. a backbone that ``BackboneFinetuning``
+        adds later as its own group) are left out; with ``head_lr`` the head is a second group.
+        """
+        optimizer = self.optimizer_factory(params=_param_groups(self))
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        kwargs = {}
+        kwargs = _group_max_lr(self.scheduler_factory, optimizer)
+        _check_finetuning_scheduler(self.trainer.callbacks, kwargs, self.scheduler_factory)
         params = inspect.signature(self.scheduler_factory).parameters
         if "total_steps" in params and "total_steps" not in getattr(
             self.scheduler_factory, "keywords", {}
@@ -441,3 +465,46 @@ class ClassifierLitModule(LightningModule):
                 "frequency": 1,
             },
         }
+
+
+def _param_groups(module: ClassifierLitModule) -> list[Any]:
+    """The trainable parameters; with ``head_lr``, ``[{rest}, {head, lr: head_lr}]``."""
+    trainable = [p for p in module.trainer.model.parameters() if p.requires_grad]
+    head_lr = module.hparams.get("head_lr")
+    if head_lr is None:
+        return trainable
+    head = getattr(module.net, "head", None)
+    if not isinstance(head, nn.Module):
+        raise ValueError(
+            f"model.head_lr={head_lr}: {type(module.net).__name__} has no `head` module to give "
+            "its own learning rate; set model.head_lr=null."
+        )
+    in_head = {id(p) for p in head.parameters()}
+    return [
+        {"params": [p for p in trainable if id(p) not in in_head]},
+        {"params": [p for p in trainable if id(p) in in_head], "lr": float(head_lr)},
+    ]
+
+
+def _group_max_lr(factory: Callable[..., Any], optimizer: torch.optim.Optimizer) -> dict:
+    """A scalar ``max_lr`` (OneCycleLR) scaled to each group's LR, so that ``head_lr`` keeps
+    its ratio to the optimizer's LR (a scalar would give every group the same peak)."""
+    max_lr = getattr(factory, "keywords", {}).get("max_lr")
+    base = optimizer.defaults.get("lr")
+    if len(optimizer.param_groups) < 2 or not isinstance(max_lr, int | float) or not base:
+        return {}
+    return {"max_lr": [max_lr * g["lr"] / base for g in optimizer.param_groups]}
+
+
+def _check_finetuning_scheduler(callbacks: list, kwargs: dict, factory: Callable) -> None:
+    """Schedulers with per-group peaks cannot take the group BackboneFinetuning adds later."""
+    from lightning.pytorch.callbacks import BaseFinetuning
+
+    has_max_lr = "max_lr" in kwargs or "max_lr" in getattr(factory, "keywords", {})
+    if has_max_lr and any(isinstance(c, BaseFinetuning) for c in callbacks):
+        name = getattr(getattr(factory, "func", factory), "__name__", "this scheduler")
+        raise ValueError(
+            f"callbacks=finetune adds the backbone to the optimizer when it unfreezes it, "
+            f"which {name} cannot schedule; use model/scheduler=none or plateau (or a cosine "
+            "schedule)."
+        )

@@ -68,10 +68,12 @@ def check_trusted_targets(config: Any, where: str) -> None:
 
 
 def _no_downloads(config: Any) -> Any:
-    """Copy of a model config with every ``pretrained`` flag off: the checkpoint has the weights,
-    and rebuilding must never fetch anything from the network."""
+    """Copy of a model config with every ``pretrained`` flag and starting-weights file off: the
+    checkpoint has the weights, and rebuilding must never fetch anything from the network or
+    need the training machine's files."""
     if isinstance(config, dict):
-        off = {"pretrained": False, "weights": None}  # timm and torchvision spellings
+        # timm and torchvision spellings, and the local file of model.net.checkpoint_path
+        off = {"pretrained": False, "weights": None, "checkpoint_path": None}
         return {k: off[k] if k in off else _no_downloads(v) for k, v in config.items()}
     if isinstance(config, list):
         return [_no_downloads(v) for v in config]

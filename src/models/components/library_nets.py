@@ -19,6 +19,11 @@ Small-input adaptation (``small_input="auto"``: on for images of 64 px or less):
   a global pool, so it runs as long as the image survives its downsamplings.
 
 A replaced stem starts from random weights, also with ``pretrained=true``.
+
+Starting weights: ``pretrained=true`` downloads the library's weights (internet, or its cache);
+``checkpoint_path`` loads a local ``.safetensors`` or state-dict file into the backbone
+(:mod:`~src.models.components.weight_files`). ``resize_to`` resizes the images on the device
+before the network, e.g. CIFAR's 32 px to the 224 px a pretrained network was trained at.
 """
 
 import difflib
@@ -26,9 +31,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from src.models.components.heads import build_head
+from src.models.components.weight_files import LoadReport, load_weights_file
 
 
 def _did_you_mean(name: str, known: list[str]) -> str:
@@ -86,15 +93,51 @@ def adapt_resnet_stem(net: nn.Module) -> bool:
 
 
 def _unknown_pretrained(key: str, name: str, exc: Exception) -> RuntimeError:
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
     return RuntimeError(
         f"{key}=true: could not load the pretrained weights of '{name}' ({type(exc).__name__}: "
-        f"{exc}). Pretrained weights are downloaded and need internet access; set {key}=false "
-        "for random initial weights (loading weights from a local model.net.checkpoint_path is "
-        "not supported yet)."
+        f"{first}). They are downloaded, so this needs internet access (or the weights already "
+        "in the library's cache; HF_HUB_OFFLINE=1 then skips the network). Offline, save the "
+        f"weights where there is internet and pass the file: {key}=false "
+        "model.net.checkpoint_path=/path/to/weights.safetensors (see docs/finetuning.md); or "
+        f"set {key}=false for random initial weights."
     )
 
 
-class TimmNet(nn.Module):
+def _check_resize_to(resize_to: int | None) -> None:
+    if resize_to is not None and (isinstance(resize_to, bool) or int(resize_to) < 1):
+        raise ValueError(
+            f"model.net.resize_to must be null or an image size in pixels (e.g. 224), got "
+            f"{resize_to!r}."
+        )
+
+
+class _LibraryNet(nn.Module):
+    """What both wrappers share: resizing, the local weights file and the forward pass."""
+
+    backbone: nn.Module
+    head: nn.Module
+    resize_to: int | None = None
+    #: What ``checkpoint_path`` loaded (``None`` without one).
+    load_report: LoadReport | None = None
+
+    def _load_checkpoint(self, checkpoint_path: str | None) -> None:
+        """Load ``checkpoint_path`` into the backbone; the head and the first convolution (the
+        stem, replaced for small inputs or other channel counts) may differ in shape."""
+        if not checkpoint_path:
+            return
+        stem = next((n for n, m in self.backbone.named_modules() if isinstance(m, nn.Conv2d)), None)
+        may_differ = ("head.",) + ((f"backbone.{stem}.",) if stem else ())
+        self.load_report = load_weights_file(self, checkpoint_path, may_differ)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Logits ``(B, num_classes)``, or ``{head: logits}`` with ``heads_config``."""
+        if self.resize_to and tuple(x.shape[-2:]) != (self.resize_to, self.resize_to):
+            x = F.interpolate(x, size=(self.resize_to, self.resize_to), mode="bilinear")
+        return self.head(self.backbone(x))
+
+
+class TimmNet(_LibraryNet):
     """Any ``timm`` model by name, with the project's heads.
 
     :param model_name: A ``timm.list_models()`` name, e.g. ``resnet18``, ``convnext_atto``,
@@ -103,7 +146,11 @@ class TimmNet(nn.Module):
     :param image_size: Image height/width; picks the small-input adaptation.
     :param num_classes: Classes of the single head (ignored when ``heads_config`` is given).
     :param heads_config: Optional ``{head: num_classes}``; the network then returns a dict.
-    :param pretrained: Load timm's pretrained weights (needs internet).
+    :param pretrained: Load timm's pretrained weights (needs internet or timm's cache).
+    :param checkpoint_path: A local ``.safetensors`` or torch state-dict file loaded into the
+        backbone (keys of the same timm model; its classifier is skipped).
+    :param resize_to: Resize the images to this size on the device before the network
+        (``null``: as they come); the network is then built for this size.
     :param small_input: ``"auto"`` (images of 64 px or less), ``true`` or ``false``.
     :param head_dropout: Dropout on the features before the head(s).
     :param kwargs: Passed to ``timm.create_model`` (``drop_path_rate``, ``drop_rate``, ...).
@@ -119,9 +166,12 @@ class TimmNet(nn.Module):
         pretrained: bool = False,
         small_input: bool | str = "auto",
         head_dropout: float = 0.0,
+        checkpoint_path: str | None = None,
+        resize_to: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        _check_resize_to(resize_to)
         import timm  # here: importing timm takes seconds and only these nets need it
 
         if not timm.is_model(model_name):
@@ -134,6 +184,8 @@ class TimmNet(nn.Module):
         if not heads_config:
             check_shape_args(f"TimmNet({model_name})", num_classes=num_classes)
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
+        self.resize_to = int(resize_to) if resize_to else None
+        image_size = self.resize_to or image_size  # the size the network sees
         small = use_small_input(small_input, image_size)
         base = dict(kwargs, pretrained=pretrained, in_chans=in_channels, num_classes=0)
         try:
@@ -148,6 +200,7 @@ class TimmNet(nn.Module):
         width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.num_features = width  # feature width feeding the head(s), as in every family
         self.head = build_head(width, num_classes, heads_config, head_dropout)
+        self._load_checkpoint(checkpoint_path)
 
     @staticmethod
     def _create(timm: Any, name: str, base: dict, small: bool, image_size: int) -> nn.Module:
@@ -179,17 +232,13 @@ class TimmNet(nn.Module):
         if isinstance(conv_stem, nn.Conv2d) and conv_stem.stride[0] == 2:
             conv_stem.stride = (1, 1)  # EfficientNet/MobileNet: weights keep their shape
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        """Logits ``(B, num_classes)``, or ``{head: logits}`` with ``heads_config``."""
-        return self.head(self.backbone(x))
-
 
 def _replace_module(net: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(net.get_submodule(parent_name) if parent_name else net, child, module)
 
 
-class TorchvisionNet(nn.Module):
+class TorchvisionNet(_LibraryNet):
     """Any ``torchvision.models`` network by name (``torchvision.models.get_model``), with the
     project's heads.
 
@@ -203,7 +252,11 @@ class TorchvisionNet(nn.Module):
     :param image_size: Image height/width; picks the small-input adaptation.
     :param num_classes: Classes of the single head (ignored when ``heads_config`` is given).
     :param heads_config: Optional ``{head: num_classes}``; the network then returns a dict.
-    :param pretrained: Load the ``DEFAULT`` weights (needs internet).
+    :param pretrained: Load the ``DEFAULT`` weights (needs internet or torch's hub cache).
+    :param checkpoint_path: A local ``.safetensors`` or torch state-dict file loaded into the
+        backbone (keys of the same torchvision model; its classifier is skipped).
+    :param resize_to: Resize the images to this size on the device before the network
+        (``null``: as they come); the network is then built for this size.
     :param small_input: ``"auto"`` (images of 64 px or less), ``true`` or ``false``; only
         ResNet-like nets are adapted (CIFAR stem), others run as built.
     :param head_dropout: Dropout on the features before the head(s).
@@ -220,9 +273,12 @@ class TorchvisionNet(nn.Module):
         pretrained: bool = False,
         small_input: bool | str = "auto",
         head_dropout: float = 0.0,
+        checkpoint_path: str | None = None,
+        resize_to: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        _check_resize_to(resize_to)
         import torchvision
 
         known = torchvision.models.list_models()
@@ -236,6 +292,8 @@ class TorchvisionNet(nn.Module):
         if not heads_config:
             check_shape_args(f"TorchvisionNet({name})", num_classes=num_classes)
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
+        self.resize_to = int(resize_to) if resize_to else None
+        image_size = self.resize_to or image_size  # the size the network sees
         if name.startswith("vit_"):
             kwargs.setdefault("image_size", image_size)
         try:
@@ -261,6 +319,7 @@ class TorchvisionNet(nn.Module):
         self.backbone = net
         self.num_features = last.in_features  # feature width feeding the head(s)
         self.head = build_head(last.in_features, num_classes, heads_config, head_dropout)
+        self._load_checkpoint(checkpoint_path)
 
     @staticmethod
     def _replace_first_conv(net: nn.Module, in_channels: int) -> None:
@@ -283,7 +342,3 @@ class TorchvisionNet(nn.Module):
                 if conv.bias is not None:
                     new.bias.copy_(conv.bias)
         _replace_module(net, name, new)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        """Logits ``(B, num_classes)``, or ``{head: logits}`` with ``heads_config``."""
-        return self.head(self.backbone(x))
