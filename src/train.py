@@ -59,7 +59,11 @@ def fit_and_test(cfg: DictConfig, ckpt_path: str | None) -> tuple[dict[str, Any]
     from lightning.pytorch.loggers import Logger
 
     from src.models.build import fit_model_config
-    from src.utils.checks import check_model_matches_data, prepare_data_early
+    from src.utils.checks import (
+        check_model_matches_data,
+        described_without_files,
+        prepare_data_early,
+    )
     from src.utils.instantiators import (
         instantiate_callbacks,
         instantiate_loggers,
@@ -74,13 +78,19 @@ def fit_and_test(cfg: DictConfig, ckpt_path: str | None) -> tuple[dict[str, Any]
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: LightningDataModule = hydra.utils.instantiate(cfg.data)
 
-    prepare_data_early(datamodule, "fit")  # data problems fail before anything else is built
+    # Data problems fail before the model and Trainer are built; a model that does not fit data
+    # described by class attributes alone fails even before the data is fetched.
+    check_first = described_without_files(datamodule)
+    if not check_first:
+        prepare_data_early(datamodule, "fit")
 
     log.info(f"Instantiating model <{cfg.model._target_}>")
     with open_dict(cfg):  # unset shape arguments (model=timm, ...) follow the data
         cfg.model = fit_model_config(cfg.model, datamodule)
     model: LightningModule = instantiate_model(cfg.model)
     check_model_matches_data(model, datamodule)  # fail now, not mid-run
+    if check_first:
+        prepare_data_early(datamodule, "fit")
 
     log.info("Instantiating callbacks...")
     callbacks: list[Callback] = instantiate_callbacks(cfg.get("callbacks"))

@@ -160,3 +160,12 @@ def prepare_data_early(datamodule: LightningDataModule, stage: str = "fit") -> N
         return
     datamodule.prepare_data()
     datamodule.setup(stage)
+
+
+def described_without_files(datamodule: LightningDataModule) -> bool:
+    """Whether the datamodule states its input shape and class counts before reading any file
+    (MNIST and CIFAR from class attributes): then a model that does not fit can be refused even
+    before the data is fetched."""
+    description = describe(datamodule)
+    shape, heads = description.input_shape, description.heads
+    return len(shape) == 3 and all(shape) and bool(heads) and all(heads.values())
