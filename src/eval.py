@@ -20,6 +20,7 @@ from src.utils import (  # noqa: E402
     task_wrapper,
 )
 from src.utils.config_checks import check_config  # noqa: E402
+from src.utils.hydra_help import speed_up_help  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
 
@@ -106,5 +107,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    speed_up_help()
     freeze_imported_objects()
     main()

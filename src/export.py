@@ -33,6 +33,7 @@ from src.utils import (  # noqa: E402
     report_errors,
     task_wrapper,
 )
+from src.utils.hydra_help import speed_up_help  # noqa: E402
 from src.utils.instantiators import load_model_from_checkpoint  # noqa: E402
 from src.utils.utils import require_values  # noqa: E402
 
@@ -175,5 +176,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    speed_up_help()
     freeze_imported_objects()
     main()

@@ -48,6 +48,7 @@ from src.utils import (  # noqa: E402
     report_errors,
     task_wrapper,
 )
+from src.utils.hydra_help import speed_up_help  # noqa: E402
 from src.utils.instantiators import (  # noqa: E402
     check_trusted_targets,
     load_model_from_checkpoint,
@@ -359,5 +360,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    speed_up_help()
     freeze_imported_objects()
     main()
