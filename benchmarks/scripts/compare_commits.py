@@ -53,9 +53,9 @@ def main() -> None:
     parser.add_argument("commits", nargs="+", help="commits to compare (any git revision)")
     parser.add_argument("--rounds", type=int, default=3, help="runs per commit, alternating")
     parser.add_argument("--out", type=Path, help="write the report here as JSON")
-    parser.add_argument("overrides", nargs=argparse.REMAINDER, help="-- then train.py overrides")
-    args = parser.parse_args()
-    overrides = [o for o in args.overrides if o != "--"]
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, overrides = parser.parse_args(argv[:cut]), argv[cut + 1 :]  # after --: train.py's
     shas = {c: git("rev-parse", "--short", c) for c in args.commits}
     times: dict[str, list[float]] = {c: [] for c in args.commits}
     load_before = os.getloadavg()
