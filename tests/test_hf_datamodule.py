@@ -205,6 +205,25 @@ def test_offline_hub_says_how_to_use_a_local_copy(
         datamodule(tmp_path, "someone/no-such-dataset")
 
 
+def test_unreachable_hub_fails_within_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub id with no network: one error naming the hub, the key and the fix, in seconds
+    rather than the library's ~25 s of retries (a closed local port stands in for the hub)."""
+    import time
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    start = time.perf_counter()
+    with pytest.raises(
+        SourceError, match=r"hub \(http://127.0.0.1:9\).*hub_timeout=2.*save_to_disk"
+    ):
+        HFSource("someone/no-such-dataset", cache_dir=tmp_path, hub_timeout=2)
+    assert time.perf_counter() - start < 5
+
+
 def test_missing_extra_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
     with pytest.raises(SourceError, match=r'pip install -e "\.\[hf\]"'):

@@ -17,6 +17,8 @@ data, never code. The splits ``train``, ``validation`` (or ``valid``, ``val``, `
         model.net.model_name=resnet18
 """
 
+import socket
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,8 @@ class HFSource(Source):
     :param cache_dir: Hugging Face's own cache (downloads, arrow files).
     :param load_kwargs: Other ``load_dataset`` arguments.
     :param max_image_pixels: Largest width x height decoded (read from the header first).
+    :param hub_timeout: Seconds to wait for the hub before a hub id fails; ``None``: no check
+        (the ``datasets`` library's own retries, about 25 s offline).
     """
 
     def __init__(
@@ -101,8 +105,10 @@ class HFSource(Source):
         cache_dir: str | Path | None = None,
         load_kwargs: Mapping[str, Any] | None = None,
         max_image_pixels: int | None = None,
+        hub_timeout: float | None = 10.0,
     ) -> None:
         self.path, self.config_name = str(path), name
+        self.hub_timeout = hub_timeout
         self.name = (
             "hf-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in self.path)[-60:]
         )
@@ -156,6 +162,8 @@ class HFSource(Source):
                 f"data.path={self.path}: no such file or folder. Give a local dataset folder, a "
                 "file written by to_parquet, a save_to_disk folder, or a hub id (owner/name)."
             )
+        if not local.exists() and path not in datasets.packaged_modules._PACKAGED_DATASETS_MODULES:
+            check_hub_reachable(self.path, self.hub_timeout)
         try:
             loaded = datasets.load_dataset(
                 path, name=self.config_name, data_files=data_files, cache_dir=cache, **kwargs
@@ -299,6 +307,29 @@ def is_saved_dataset(folder: Path) -> bool:
     return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
 
 
+def check_hub_reachable(path: str, timeout: float | None) -> None:
+    """Fail in ``timeout`` seconds, naming the hub and the fix, when hub id ``path`` cannot be
+    fetched because the hub is unreachable (the library would retry for about 25 s).
+
+    Skipped when ``timeout`` is ``None`` or ``HF_HUB_OFFLINE`` is set (then the cache answers).
+    """
+    import huggingface_hub.constants as hub
+
+    if timeout is None or hub.HF_HUB_OFFLINE:
+        return
+    url = urllib.parse.urlsplit(hub.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        raise SourceError(
+            f"data.path={path} is a Hugging Face hub id, and the hub ({hub.ENDPOINT}) did not "
+            f"answer within data.hub_timeout={timeout} s ({err}). Offline: give a local copy "
+            "(on a machine with network, datasets.load_dataset(...).save_to_disk(folder), then "
+            "data.path=<that folder>), or set HF_HUB_OFFLINE=1 if it is in the Hugging Face cache."
+        ) from err
+
+
 def looks_local(path: str) -> bool:
     """A path rather than a hub id (``owner/name`` or ``name``)."""
     return path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path
@@ -329,6 +360,7 @@ class HFDataModule(SourceDataModule):
     :param hf_cache_dir: Hugging Face's cache (default ``<data_dir>/hf``).
     :param kwargs: Other ``load_dataset`` arguments (``revision``, ``streaming`` is not supported).
     :param max_image_pixels: Largest width x height decoded; ``None``: no limit.
+    :param hub_timeout: Seconds to wait for the hub before a hub id fails; ``None``: no check.
     :param datamodule_kwargs: Everything else of
         :class:`~src.data.source_datamodule.SourceDataModule`.
     """
@@ -345,6 +377,7 @@ class HFDataModule(SourceDataModule):
         hf_cache_dir: str | None = None,
         kwargs: Mapping[str, Any] | None = None,
         max_image_pixels: int | None = 64_000_000,
+        hub_timeout: float | None = 10.0,
         **datamodule_kwargs: Any,
     ) -> None:
         super().__init__(**datamodule_kwargs)
@@ -362,4 +395,5 @@ class HFDataModule(SourceDataModule):
             cache_dir=hp.hf_cache_dir or Path(hp.data_dir) / "hf",
             load_kwargs=hp.kwargs,
             max_image_pixels=hp.max_image_pixels,
+            hub_timeout=hp.hub_timeout,
         )
