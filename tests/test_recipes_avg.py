@@ -359,3 +359,58 @@ def test_switches_are_off_by_default() -> None:
     assert "ema" not in cfg.callbacks and "swa" not in cfg.callbacks
     assert cfg.model.tta is None and cfg.hydra.runtime.choices.recipe is None
     assert cfg.model.scheduler._target_.endswith("ReduceLROnPlateau")
+
+
+class _TinyRegressor(LightningModule):
+    """Test-only: a linear layer fitted to random data, so EMA has something to average."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, 1)
+
+    def training_step(self, batch: list[torch.Tensor], _: int) -> torch.Tensor:
+        return nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+
+    def validation_step(self, batch: list[torch.Tensor], _: int) -> None:
+        self.log("val/loss", nn.functional.mse_loss(self.layer(batch[0]), batch[1]))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+class _SaveDuringValidation(Callback):
+    """Test-only: writes a checkpoint mid-validation (as the SIGTERM handler may) and records
+    the averaged weights (in the module then) and the raw ones (in the EMA's copy)."""
+
+    def __init__(self, path: Path, ema: EMA) -> None:
+        self.path, self.ema, self.seen = path, ema, {}
+
+    def on_validation_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, *_: object
+    ) -> None:
+        if not self.seen:
+            self.seen["averaged"] = pl_module.layer.weight.detach().clone()
+            self.seen["raw"] = self.ema._average_model.module.layer.weight.detach().clone()
+            trainer.save_checkpoint(self.path)
+
+
+def test_ema_checkpoint_written_during_validation_keeps_both_weight_sets(tmp_path: Path) -> None:
+    data = torch.utils.data.TensorDataset(torch.randn(64, 4), torch.randn(64, 1))
+    loader = torch.utils.data.DataLoader(data, batch_size=8)
+    ema = EMA(decay=0.9)
+    saver = _SaveDuringValidation(tmp_path / "mid_val.ckpt", ema)
+    trainer = Trainer(
+        max_epochs=1,
+        callbacks=[ema, saver],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
+    )
+    trainer.fit(_TinyRegressor(), loader, loader)
+    assert not torch.allclose(saver.seen["averaged"], saver.seen["raw"])
+    checkpoint = torch.load(saver.path, weights_only=True)
+    assert torch.equal(checkpoint["state_dict"]["layer.weight"], saver.seen["averaged"])
+    assert torch.equal(checkpoint["current_model_state"]["layer.weight"], saver.seen["raw"])

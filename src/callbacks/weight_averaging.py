@@ -17,6 +17,9 @@ training ends, and saves them as the checkpoint's ``state_dict`` (the raw weight
 - Before the first update (``update_starting_at_step``, SWA's ``start``) the average is only
   the initial weights: validation, the test after fitting and checkpoints then use the raw
   weights instead.
+- A checkpoint written during validation (Ctrl-C/SIGTERM), while the averaged weights are
+  swapped into the module, still saves the average as ``state_dict`` and the raw weights as
+  ``current_model_state`` (Lightning would store them the other way round).
 - The epoch of the last update is saved too, so a resumed run never repeats an epoch update.
 """
 
@@ -78,11 +81,19 @@ class _SafeAveraging(WeightAveraging):
         raw = checkpoint.get("current_model_state")
         if raw is None:
             return
+        averaged = {name for name, _ in pl_module.named_parameters()}
+        averaged |= {name for name, _ in pl_module.named_buffers()}
+        if self._swapped:  # mid-validation: the module holds the average, the copy the raw weights
+            in_module, in_copy = raw, checkpoint["state_dict"]
+            checkpoint["state_dict"] = dict(in_module)
+            checkpoint["current_model_state"] = {
+                name: in_copy[name] if name in averaged else value
+                for name, value in in_module.items()
+            }
+            return
         if not self._has_average():
             checkpoint["state_dict"] = dict(raw)  # nothing averaged yet: the raw weights
             return
-        averaged = {name for name, _ in pl_module.named_parameters()}
-        averaged |= {name for name, _ in pl_module.named_buffers()}
         for name, value in raw.items():
             if name not in averaged:
                 checkpoint["state_dict"][name] = value
