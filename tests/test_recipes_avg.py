@@ -95,7 +95,9 @@ def _stage_metrics(module: LightningModule, datamodule: object, stage: str) -> d
 def ema_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
     """A tiny run with EMA (decay 0.5, so three steps move the average visibly)."""
     out = tmp_path_factory.mktemp("ema")
-    metrics, objects = _train(out, "callbacks=[default,ema]", "callbacks.ema.decay=0.5")
+    metrics, objects = _train(
+        out, "callbacks=[default,ema]", "callbacks.ema.decay=0.5", "callbacks.ema.warmup=false"
+    )
     return out / "checkpoints" / "last.ckpt", metrics, objects
 
 
@@ -207,6 +209,29 @@ def test_ema_resumes_exactly_after_sigterm(cfg_train: DictConfig, tmp_path: Path
         tmp_path / "b/checkpoints/last.ckpt",
     )
     assert resumed["test/acc"] == pytest.approx(full["test/acc"], abs=1e-6)
+
+
+def test_ema_warmup_forgets_the_initial_weights() -> None:
+    """With warm-up the n-th update keeps (1+n)/(10+n) of the average, capped at the decay;
+    without it, the decay from the first update on."""
+    average, current = torch.zeros(3), torch.ones(3)
+    for ema, n, kept in [(EMA(0.999, warmup=True), 1, 2 / 11), (EMA(0.9, warmup=True), 500, 0.9)]:
+        avg_fn = ema._kwargs["avg_fn"]
+        assert torch.allclose(avg_fn(average, current, torch.tensor(n)), torch.full((3,), 1 - kept))
+    plain = EMA(0.9)._kwargs["avg_fn"]  # Lightning's own: the decay from the first update on
+    assert torch.allclose(plain(average, current, torch.tensor(1)), torch.full((3,), 0.1))
+    remaining = {}
+    for warmup in (True, False):
+        module, ema = nn.Linear(2, 1, bias=False), EMA(0.999, warmup=warmup)
+        nn.init.zeros_(module.weight)
+        averaged = torch.optim.swa_utils.AveragedModel(module, **ema._kwargs)
+        averaged.update_parameters(module)  # the first update copies the initial zeros
+        with torch.no_grad():
+            module.weight.fill_(1.0)
+        for _ in range(430):  # one speedrun epoch of updates towards weights of 1
+            averaged.update_parameters(module)
+        remaining[warmup] = 1 - averaged.module.weight.mean().item()  # share of the start
+    assert remaining[True] < 0.01 and remaining[False] > 0.6, remaining
 
 
 def test_ema_rejects_bad_decay() -> None:

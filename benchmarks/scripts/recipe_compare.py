@@ -32,8 +32,13 @@ COMPARISONS: dict[str, tuple[list[str], dict[str, list[str]], list[int], str]] =
         ["experiment=mnist_speedrun", "logger=csv"],
         {
             "speedrun": [],
-            "speedrun + EMA (decay 0.999, the config's default)": ["callbacks=ema"],
-            "speedrun + EMA (decay 0.99)": ["callbacks=ema", "callbacks.ema.decay=0.99"],
+            "+ EMA (decay 0.999, warm-up: the config's default)": ["callbacks=ema"],
+            "+ EMA (decay 0.999, no warm-up)": ["callbacks=ema", "callbacks.ema.warmup=false"],
+            "+ EMA (decay 0.99, no warm-up)": [
+                "callbacks=ema",
+                "callbacks.ema.decay=0.99",
+                "callbacks.ema.warmup=false",
+            ],
         },
         [1, 2, 3],
         "The MNIST speedrun (one epoch, 430 steps) with and without an EMA of the weights.",

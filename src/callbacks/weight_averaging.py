@@ -23,9 +23,11 @@ training ends, and saves them as the checkpoint's ``state_dict`` (the raw weight
 - The epoch of the last update is saved too, so a resumed run never repeats an epoch update.
 """
 
+from functools import partial
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
@@ -120,15 +122,31 @@ class EMA(_SafeAveraging, EMAWeightAveraging):
 
     Takes the arguments of :class:`~lightning.pytorch.callbacks.EMAWeightAveraging`
     (``decay``, ``update_every_n_steps``, ``update_starting_at_step``, ``device`` ...).
+
+    :param warmup: Grow the decay with the number of updates ``n`` as
+        ``min(decay, (1 + n) / (10 + n))``, so that in a short run the average forgets the
+        initial weights (with a fixed 0.999, 430 steps still keep 65% of them).
     """
 
-    def __init__(self, decay: float = 0.999, **kwargs: Any) -> None:
+    def __init__(self, decay: float = 0.999, warmup: bool = False, **kwargs: Any) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(
                 f"callbacks.ema.decay={decay} must be in [0, 1): the share of the old average "
                 "kept per update (0.999 averages about the last 1000 steps)."
             )
         super().__init__(decay=decay, **kwargs)
+        self.decay, self.warmup = decay, warmup
+        if warmup:
+            self._kwargs["avg_fn"] = partial(warmed_up_ema, decay=decay)
+
+
+def warmed_up_ema(
+    average: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, decay: float
+) -> torch.Tensor:
+    """One EMA step whose decay grows with the updates so far: ``min(decay, (1+n)/(10+n))``."""
+    n = float(num_averaged)
+    step_decay = min(decay, (1.0 + n) / (10.0 + n))
+    return step_decay * average + (1.0 - step_decay) * current
 
 
 class SWA(_SafeAveraging):
