@@ -46,7 +46,7 @@ COMPARISONS: dict[str, tuple[list[str], dict[str, list[str]], list[int], str]] =
     "cifar_strong": (
         [
             "experiment=cifar10_benchmark_cnn",
-            "model/net=cnn_421k",
+            "model/net=cnn_68k",
             "trainer.max_epochs=10",
             "data=cifar10_jpeg",
             f"data.archive={CIFAR_ARCHIVE}",
@@ -57,7 +57,7 @@ COMPARISONS: dict[str, tuple[list[str], dict[str, list[str]], list[int], str]] =
             "recipe=cifar_strong": ["recipe=cifar_strong"],
         },
         [12345],
-        "SimpleCNN 421K on the CIFAR-10 JPEG copy, 10 epochs: the benchmark's recipe against "
+        "SimpleCNN 68K preset on the CIFAR-10 JPEG copy, 10 epochs: the benchmark's recipe against "
         "recipe=cifar_strong (EMA, warm-up + cosine, MixUp/CutMix, TrivialAugment, flip TTA).",
     ),
 }
