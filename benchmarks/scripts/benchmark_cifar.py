@@ -154,22 +154,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         epilog="Anything after -- is passed to every run, e.g. -- trainer=gpu data.batch_size=512",
     )
-    parser.add_argument(
-        "--datasets",
-        nargs="+",
-        default=list(DATASETS),
-        choices=DATASETS,
-        metavar="D",
-        help=f"datasets of the matrix (default: all of {', '.join(DATASETS)})",
-    )
-    parser.add_argument(
-        "--archs",
-        nargs="+",
-        default=list(ARCHS),
-        choices=ARCHS,
-        metavar="A",
-        help=f"architectures of the matrix (default: all of {', '.join(ARCHS)})",
-    )
+    for option, names, metavar, what in (
+        ("--datasets", DATASETS, "D", "datasets"),
+        ("--archs", ARCHS, "A", "architectures"),
+    ):
+        parser.add_argument(
+            option,
+            nargs="+",
+            default=list(names),
+            choices=names,
+            metavar=metavar,
+            help=f"{what} of the matrix (default: all of {', '.join(names)})",
+        )
     parser.add_argument(
         "--experiments",
         nargs="+",
