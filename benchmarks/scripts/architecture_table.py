@@ -16,16 +16,22 @@ Examples::
 """
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.lib.configs import ROOT, compose_train, count_parameters, fitted_model  # noqa: E402
+from benchmarks.lib.model_presets import PRESET_DATA, preset_rows, presets_markdown  # noqa: E402
+from benchmarks.lib.report import (  # noqa: E402
+    command_line,
+    load_rows,
+    markdown_table,
+    save_rows,
+    write_generated_markdown,
+    write_json,
+)
 
 #: One representative model per family, trained when no ``--configs`` are given.
 DEFAULT_CONFIGS = (
@@ -52,11 +58,6 @@ FAMILY_CONFIGS = {
     "vit": "ViT",
     "convnext": "ConvNeXt-V2",
 }
-#: The shapes the presets are counted on, as a datamodule reports them (``fit_model_config``).
-PRESET_DATA = {
-    "MNIST": {"input_shape": (1, 28, 28), "heads": {"label": 10}},
-    "CIFAR-10": {"input_shape": (3, 32, 32), "heads": {"label": 10}},
-}
 
 
 def all_model_configs() -> list[str]:
@@ -68,29 +69,7 @@ def all_model_configs() -> list[str]:
 
 def compose(name: str, overrides: list[str], hydra_node: bool = False) -> Any:
     """Compose ``train.yaml`` with ``model=<name>``, MNIST data and the extra overrides."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        return hydra_compose(
-            "train",
-            overrides=[f"model={name}", "data=mnist", *overrides],
-            return_hydra_config=hydra_node,
-        )
-
-
-def fitted_model(model_cfg: Any, data: Any) -> Any:
-    """The LightningModule of ``model_cfg`` with its unset shape keys filled from ``data``
-    (anything with ``input_shape`` and ``heads``), as ``src/train.py`` builds it."""
-    from src.models.build import fit_model_config
-    from src.utils.instantiators import instantiate_model
-
-    return instantiate_model(fit_model_config(model_cfg, data))
-
-
-def count_parameters(module: Any) -> int:
-    """Trainable parameters of a module."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return compose_train([f"model={name}", "data=mnist", *overrides], hydra_node)
 
 
 def describe(name: str, overrides: list[str]) -> dict[str, Any]:
@@ -119,36 +98,18 @@ def train_and_test(
     import hydra
     import lightning as L
     import torch
-    from lightning import Callback
 
-    class TrainStepTimer(Callback):
-        """Sum the wall time of training steps (forward, backward, optimizer) and count images."""
-
-        def __init__(self) -> None:
-            self.seconds, self.images, self.start = 0.0, 0, 0.0
-
-        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, idx: int) -> None:
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(
-            self, trainer: Any, module: Any, out: Any, batch: Any, idx: int
-        ) -> None:
-            self.seconds += time.perf_counter() - self.start
-            self.images += len(batch[0])
+    from benchmarks.lib.clocks import TrainStepTimer, bare_trainer
 
     cfg = compose(row["config"], overrides)
     L.seed_everything(seed, workers=True)
     data = hydra.utils.instantiate(cfg.data)
     model = fitted_model(cfg.model, data)  # fresh weights after seeding
     timer = TrainStepTimer()
-    trainer = L.Trainer(
+    trainer = bare_trainer(
         max_epochs=epochs,
         accelerator=cfg.trainer.get("accelerator", "auto"),
         devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_train_batches=limit_train_batches,
         callbacks=[timer],
     )
@@ -182,81 +143,20 @@ def markdown(rows: list[dict[str, Any]], trained: bool) -> str:
     header = ["Family", "Config", "Parameters", "Input"]
     if trained:
         header += ["MNIST test acc", "Epochs", "Train img/s", "Fit time"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    cells = []
     for r in rows:
-        cells = [r["family"], f"`{r['config']}`", f"{r['params']:,}", r["input"]]
-        if trained:
-            if "test_acc" in r:
-                cells += [
-                    f"{100 * r['test_acc']:.2f}%",
-                    str(r["epochs"]),
-                    f"{r['images_per_s']:,.0f}",
-                    f"{r['fit_seconds']:.0f} s",
-                ]
-            else:
-                cells += [r.get("note", "-"), "-", "-", "-"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def preset_rows(overrides: list[str]) -> list[dict[str, Any]]:
-    """Every size preset of ``configs/model/net/`` in its family config, counted on MNIST and
-    CIFAR-10 shapes (``None`` with a note where the preset does not fit the shape)."""
-    from types import SimpleNamespace
-
-    from hydra.errors import InstantiationException
-
-    rows = []
-    for family, label in FAMILY_CONFIGS.items():
-        default = compose(family, overrides, hydra_node=True).hydra.runtime.choices["model/net"]
-        family_rows = []
-        for preset in sorted((ROOT / "configs" / "model" / "net").glob(f"{family}_*.yaml")):
-            cfg = compose(family, [f"model/net={preset.stem}", *overrides])
-            row: dict[str, Any] = {"family": label, "config": family, "preset": preset.stem}
-            row["default"] = preset.stem == default
-            for data, shape in PRESET_DATA.items():
-                try:
-                    model = fitted_model(cfg.model, SimpleNamespace(**shape))
-                except InstantiationException as err:  # e.g. a 7x7 patch on 32 px images
-                    row[data], row[f"{data} note"] = None, str(err.__cause__ or err).split(";")[0]
-                    continue
-                row[data] = count_parameters(model.net)
-            family_rows.append(row)
-        rows += sorted(family_rows, key=lambda r: r["MNIST"])
-    return rows
-
-
-def presets_markdown(rows: list[dict[str, Any]]) -> str:
-    """Render the preset rows: one line per family config and preset, counts per dataset."""
-    header = ["Family", "Config", "Preset (`model/net=`)", *(f"{d} params" for d in PRESET_DATA)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for r in rows:
-        preset = f"`{r['preset']}`" + (" (default)" if r["default"] else "")
-        counts = [
-            f"{r[d]:,}" if r[d] is not None else f"n/a ({r[d + ' note']})" for d in PRESET_DATA
-        ]
-        lines.append(
-            "| " + " | ".join([r["family"], f"`model={r['config']}`", preset, *counts]) + " |"
-        )
-    return "\n".join(lines)
-
-
-def load_results(path: Path | None, recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Rows saved in ``path`` by an earlier run with the same recipe (else none)."""
-    if path is None or not path.is_file():
-        return {}
-    saved = json.loads(path.read_text())
-    if saved.get("recipe") != recipe:
-        print(f"{path} was measured with another recipe; measuring again", file=sys.stderr)
-        return {}
-    return {row["config"]: row for row in saved["rows"]}
-
-
-def save_results(path: Path, recipe: dict[str, Any], rows: dict[str, dict[str, Any]]) -> None:
-    """Write the recipe and the measured rows (plain data only) to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plain = [{k: v for k, v in row.items() if k != "model"} for row in rows.values()]
-    path.write_text(json.dumps({"recipe": recipe, "rows": plain}, indent=2) + "\n")
+        row = [r["family"], f"`{r['config']}`", f"{r['params']:,}", r["input"]]
+        if trained and "test_acc" in r:
+            row += [
+                f"{100 * r['test_acc']:.2f}%",
+                str(r["epochs"]),
+                f"{r['images_per_s']:,.0f}",
+                f"{r['fit_seconds']:.0f} s",
+            ]
+        elif trained:
+            row += [r.get("note", "-"), "-", "-", "-"]
+        cells.append(row)
+    return "\n".join(markdown_table(header, cells))
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -313,7 +213,7 @@ def main(argv: list[str] | None = None) -> str:
         "limit_train_batches": args.limit_train_batches,
         "overrides": overrides,
     }
-    saved = load_results(args.results, recipe)
+    saved = load_rows(args.results, recipe)
     rows = []
     for name in names:
         if name in saved and not args.no_train:
@@ -335,7 +235,7 @@ def main(argv: list[str] | None = None) -> str:
         rows.append(row)
         if args.results and not args.no_train and "note" not in row:
             saved[name] = row
-            save_results(args.results, recipe, saved)
+            save_rows(args.results, recipe, saved)
     table = markdown(rows, trained=not args.no_train)
     if not args.no_train:
         device = next((r["device"] for r in rows if "device" in r), "cpu")
@@ -357,16 +257,13 @@ def main(argv: list[str] | None = None) -> str:
 
 def write_markdown(path: Path, title: str, maker: str, table: str, argv: list[str] | None) -> None:
     """Write ``table`` under a title and the command that made it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python benchmarks/scripts/architecture_table.py", *raw])
-    header = f"# {title}\n\nGenerated by {maker}; do not edit by hand.\n\n```\n{command}\n```\n\n"
-    path.write_text(header + table + "\n")
+    command = command_line("architecture_table.py", argv)
+    write_generated_markdown(path, title, maker, command, table)
 
 
 def write_presets(args: argparse.Namespace, overrides: list[str], argv: list[str] | None) -> str:
     """The ``--presets`` table: print it, write it to ``--output`` and the rows to ``--counts``."""
-    rows = preset_rows(overrides)
+    rows = preset_rows(FAMILY_CONFIGS, overrides)
     table = presets_markdown(rows)
     table += (
         "\n\nParameters of `model=<config> model/net=<preset>` with the shape keys filled from the "
@@ -376,8 +273,7 @@ def write_presets(args: argparse.Namespace, overrides: list[str], argv: list[str
     if args.output:
         write_markdown(args.output, "Model size presets", "the command below", table, argv)
     if args.counts:
-        args.counts.parent.mkdir(parents=True, exist_ok=True)
-        args.counts.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+        write_json(args.counts, {"rows": rows})
     return table
 
 

@@ -18,17 +18,18 @@ Example::
 """
 
 import argparse
-import json
 import logging
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
-from benchmark_speed import build_datamodule, compose, machine_info, synchronize  # noqa: E402
+
+from benchmarks.lib.configs import build_datamodule, compose_model  # noqa: E402
+from benchmarks.lib.report import write_json  # noqa: E402
+from benchmarks.lib.timing import alternating_rounds, load_average, machine_info  # noqa: E402
 
 MODEL = "cifar10_cnn_3.3m"
 #: ``{variant: Hydra overrides}``; the baseline is the model's own recipe.
@@ -48,28 +49,12 @@ VARIANTS: dict[str, list[str]] = {
 def images_per_s(overrides: list[str], args: argparse.Namespace, device: torch.device) -> float:
     """Training images per second over ``args.steps`` steps after ``args.warmup``."""
     import lightning as L
-    from lightning import Callback
 
+    from benchmarks.lib.clocks import StepClock, accelerator, bare_trainer
     from src.utils.instantiators import instantiate_model
 
-    class StepClock(Callback):
-        def __init__(self) -> None:
-            self.batches, self.images, self.start, self.stop = 0, 0, 0.0, 0.0
-
-        def on_train_batch_end(self, trainer: Any, module: Any, out: Any, batch: Any, i: int):
-            self.batches += 1
-            if self.batches == args.warmup:
-                synchronize(device)
-                self.start = time.perf_counter()
-            elif self.batches > args.warmup:
-                self.images += len(batch[0])
-
-        def on_train_end(self, trainer: Any, module: Any) -> None:
-            synchronize(device)
-            self.stop = time.perf_counter()
-
     n_train = args.batch_size * (args.warmup + args.steps)
-    cfg = compose(
+    cfg = compose_model(
         MODEL,
         [
             f"data.batch_size={args.batch_size}",
@@ -81,21 +66,17 @@ def images_per_s(overrides: list[str], args: argparse.Namespace, device: torch.d
     args.data_kind = kind
     L.seed_everything(args.seed, verbose=False)
     model = instantiate_model(cfg.model)
-    clock = StepClock()
-    trainer = L.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu",
+    clock = StepClock(args.warmup, device)
+    trainer = bare_trainer(
+        accelerator=accelerator(device),
         devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
         max_steps=args.warmup + args.steps,
         callbacks=[clock],
     )
     trainer.fit(model, datamodule=datamodule)
-    return clock.images / max(clock.stop - clock.start, 1e-9)
+    return clock.images_per_s
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -118,12 +99,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per run
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     names = ["baseline", *[v for v in args.variants if v != "baseline"]]
-    rates: dict[str, list[float]] = {name: [] for name in names}
-    load_before = machine_info(device)["load_average"]
-    for round_ in range(args.repeats):
-        for name in names:
-            rates[name].append(images_per_s(VARIANTS[name], args, device))
-            print(f"round {round_ + 1} {name}: {rates[name][-1]:.1f} images/s", flush=True)
+    load_before = load_average()
+
+    def measure(name: str, round_: int) -> float:
+        rate = images_per_s(VARIANTS[name], args, device)
+        print(f"round {round_ + 1} {name}: {rate:.1f} images/s", flush=True)
+        return rate
+
+    rates = alternating_rounds(names, args.repeats, measure)
     variants = {}
     for name in names:
         ratios = [r / b for r, b in zip(rates[name], rates["baseline"], strict=True)]
@@ -147,8 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "variants": variants,
     }
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
     for name, entry in variants.items():
         print(f"{name:>20}: {entry['ratio_to_baseline']:.3f} x baseline")
     return report

@@ -20,8 +20,6 @@ Examples::
 """
 
 import argparse
-import csv
-import json
 import os
 import shlex
 import signal
@@ -29,208 +27,40 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-DATASETS = ("cifar10", "cifar100", "cifar100_coarse")
-ARCHS = ("cnn", "convnext", "vit", "efficientnet")
-# (dataset, architecture) -> experiment config; combinations without one are not run.
-EXPERIMENTS = {
-    ("cifar10", "cnn"): "cifar10_benchmark_cnn",
-    ("cifar10", "convnext"): "cifar10_benchmark_convnext",
-    ("cifar10", "vit"): "cifar10_benchmark_vit",
-    ("cifar10", "efficientnet"): "cifar10_benchmark_efficientnet",
-    ("cifar100", "cnn"): "cifar100_benchmark_cnn",
-    ("cifar100", "convnext"): "cifar100_benchmark_convnext",
-    ("cifar100_coarse", "cnn"): "cifar100_coarse_cnn",
-}
-# Target test accuracy ranges for the full recipes (percent).
-EXPECTED = {
-    ("cifar10", "cnn"): (85, 92),
-    ("cifar10", "convnext"): (90, 95),
-    ("cifar10", "vit"): (88, 93),
-    ("cifar10", "efficientnet"): (89, 94),
-    ("cifar100", "cnn"): (55, 70),
-    ("cifar100", "convnext"): (70, 80),
-    ("cifar100_coarse", "cnn"): (75, 85),
-}
-QUICK_EPOCHS = 5
-CSV_FIELDS = (
-    "experiment", "dataset", "architecture", "status", "parameters", "epochs", "max_epochs",
-    "best_val_acc", "test_acc", "wall_time_s", "train_time_s", "images_per_s", "device",
-    "git_commit", "started", "error",
-)  # fmt: skip
-
-
-# ----------------------------------------------------------------------------- in the run
-def _write_json(path: Path, content: Any) -> None:
-    """Write atomically, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(content, indent=2))
-    partial.replace(path)
-
-
-def _recorder_class() -> type:
-    """Define :class:`BenchmarkRecorder`; Lightning is imported only in the runs that use it."""
-    from lightning import Callback, LightningModule, Trainer
-
-    class BenchmarkRecorder(Callback):
-        """Record what the benchmark needs from inside a training run, as JSON after every epoch.
-
-        Added to a run with ``++callbacks.benchmark_recorder._target_=<this class>
-        ++callbacks.benchmark_recorder.path=<file>``. Training throughput counts the images of the
-        training batches from the first batch of an epoch to its last (validation excluded).
-
-        :param path: JSON file to (re)write.
-        """
-
-        def __init__(self, path: str) -> None:
-            self.path = Path(path)
-            self.record: dict[str, Any] = {"epochs": [], "test_acc": None}
-            self._epoch_start = self._last_batch_end = 0.0
-            self._images = 0
-
-        @staticmethod
-        def _metric(trainer: Trainer, stage: str) -> float | None:
-            """``<stage>/acc`` (single head) or the first ``<stage>/<head>_acc`` (multihead)."""
-            metrics = trainer.callback_metrics
-            names = [f"{stage}/acc"] + sorted(
-                k for k in metrics if k.startswith(f"{stage}/") and k.endswith("_acc")
-            )
-            return next((float(metrics[n]) for n in names if n in metrics), None)
-
-        def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-            """Parameters, device and batch size, once."""
-            import torch
-
-            device = trainer.strategy.root_device
-            name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-            if device.type == "cpu":
-                name = f"cpu ({torch.get_num_threads()} threads)"
-            self.record.update(
-                parameters=sum(p.numel() for p in pl_module.parameters()),
-                device=name,
-                max_epochs=trainer.max_epochs,
-            )
-            _write_json(self.path, self.record)
-
-        def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-            """Start the epoch's clock."""
-            self._epoch_start = self._last_batch_end = time.perf_counter()
-            self._images = 0
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            """Count images and remember when the last training batch finished."""
-            self._images += len(batch[0])
-            self._last_batch_end = time.perf_counter()
-
-        def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-            """Store the epoch's training time, throughput and validation accuracy."""
-            if trainer.sanity_checking or not self._images:
-                return
-            seconds = self._last_batch_end - self._epoch_start
-            self.record["epochs"].append(
-                {
-                    "epoch": trainer.current_epoch,
-                    "val_acc": self._metric(trainer, "val"),
-                    "train_time_s": round(seconds, 3),
-                    "train_images": self._images,
-                    "images_per_s": round(self._images / seconds, 1) if seconds > 0 else None,
-                }
-            )
-            self._images = 0
-            _write_json(self.path, self.record)
-
-        def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-            """Store the test accuracy (of the best checkpoint: ``train.py`` tests it)."""
-            self.record["test_acc"] = self._metric(trainer, "test")
-            _write_json(self.path, self.record)
-
-    return BenchmarkRecorder
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+# The matrix and the report live in benchmarks/lib; their names are this module's API too.
+from benchmarks.lib.cifar import (  # noqa: E402, F401
+    ARCHS,
+    DATASETS,
+    EXPECTED,
+    EXPERIMENTS,
+    QUICK_EPOCHS,
+    ROOT,
+    Run,
+    all_experiments,
+    describe,
+    finished,
+    plan,
+    quote,
+    summarize,
+)
+from benchmarks.lib.cifar_report import percent, write_plots, write_report, write_tables  # noqa: E402
+from benchmarks.lib.report import git_commit, headline, read_json, write_json  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:
-    """Build ``BenchmarkRecorder`` on first access (Hydra's ``_target_`` lookup in a run), so the
+    """Import ``BenchmarkRecorder`` on first access (Hydra's ``_target_`` lookup in a run), so the
     suite process itself never pays Lightning's import time."""
     if name == "BenchmarkRecorder":
-        globals()[name] = _recorder_class()
-        return globals()[name]
+        from benchmarks.lib.cifar_recorder import BenchmarkRecorder
+
+        globals()[name] = BenchmarkRecorder
+        return BenchmarkRecorder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# --------------------------------------------------------------------------- the matrix
-@dataclass
-class Run:
-    """One experiment of the matrix and the Hydra overrides it runs with."""
-
-    experiment: str
-    dataset: str
-    architecture: str
-    overrides: list[str] = field(default_factory=list)
-
-    def run_dir(self, out: Path) -> Path:
-        """Where the run's Hydra output, record and result go."""
-        return out / "runs" / self.experiment
-
-
-def describe(experiment: str) -> tuple[str, str]:
-    """``(dataset, architecture)`` of an experiment name (``cifar100_coarse_cnn`` etc.)."""
-    for key, name in EXPERIMENTS.items():
-        if name == experiment:
-            return key
-    dataset = next(
-        (d for d in sorted(DATASETS, key=len, reverse=True) if experiment.startswith(d)), "?"
-    )
-    return dataset, experiment.rsplit("_", 1)[-1]
-
-
-def all_experiments() -> list[str]:
-    """Every CIFAR experiment config in ``configs/experiment``."""
-    return sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("cifar*.yaml"))
-
-
-def quote(value: str) -> str:
-    """Quote a Hydra override value that holds characters its grammar would misread."""
-    if all(c.isalnum() or c in "/._-:+" for c in value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def plan(args: argparse.Namespace) -> tuple[list[Run], list[str]]:
-    """The runs to do, and notes on requested combinations that have no experiment config."""
-    notes: list[str] = []
-    if args.experiments:
-        names = all_experiments() if args.experiments == ["all"] else args.experiments
-        runs = [Run(name, *describe(name)) for name in names]
-    else:
-        runs = []
-        for dataset in args.datasets:
-            for arch in args.archs:
-                if (dataset, arch) in EXPERIMENTS:
-                    runs.append(Run(EXPERIMENTS[(dataset, arch)], dataset, arch))
-                else:
-                    notes.append(f"{dataset} x {arch}: no experiment config, not run")
-    per_dataset: dict[str, list[str]] = {}
-    if args.cifar10_jpeg:
-        per_dataset["cifar10"] = ["data=cifar10_jpeg", f"data.archive={quote(args.cifar10_jpeg)}"]
-    for item in args.dataset_override:
-        dataset, sep, override = item.partition(":")
-        if not sep or dataset not in DATASETS:
-            raise SystemExit(
-                f"--dataset-override needs DATASET:OVERRIDE with DATASET in {DATASETS}; got {item!r}"
-            )
-        per_dataset.setdefault(dataset, []).append(override)
-    epochs = QUICK_EPOCHS if args.quick else args.epochs
-    for run in runs:
-        if epochs is not None:
-            run.overrides.append(f"trainer.max_epochs={epochs}")
-        # Dataset-specific overrides come last: the more specific setting wins.
-        run.overrides += list(args.overrides) + per_dataset.get(run.dataset, [])
-    return runs, notes
 
 
 def command(run: Run, out: Path) -> list[str]:
@@ -251,69 +81,6 @@ def command(run: Run, out: Path) -> list[str]:
         f"++callbacks.benchmark_recorder.path={quote(str(run_dir / 'record.json'))}",
         *run.overrides,
     ]
-
-
-# ---------------------------------------------------------------------------- running
-def git_commit() -> str:
-    """Short commit hash, with ``-dirty`` when tracked files have changed."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def headline(error: str, width: int = 300) -> str:
-    """The most telling line of a failure: the last exception line, else the status."""
-    lines = [line.strip() for line in error.splitlines() if line.strip()]
-    exceptions = [line for line in lines if "Error" in line.split(":")[0] or "Exception" in line]
-    line = exceptions[-1] if exceptions else lines[0]
-    return line if len(line) <= width else line[: width - 3] + "..."
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON file's content, or ``None`` if it is missing or unreadable."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def summarize(run: Run, record: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
-    """One result row from the run's record (missing values stay ``None``)."""
-    record = record or {}
-    epochs = record.get("epochs", [])
-    val = [e["val_acc"] for e in epochs if e.get("val_acc") is not None]
-    train_time = sum(e.get("train_time_s") or 0 for e in epochs)
-    images = sum(e.get("train_images") or 0 for e in epochs)
-    return {
-        "experiment": run.experiment,
-        "dataset": run.dataset,
-        "architecture": run.architecture,
-        "parameters": record.get("parameters"),
-        "epochs": len(epochs),
-        "max_epochs": record.get("max_epochs"),
-        "best_val_acc": max(val) if val else None,
-        "test_acc": record.get("test_acc"),
-        "train_time_s": round(train_time, 2) if epochs else None,
-        "images_per_s": round(images / train_time, 1) if train_time else None,
-        "device": record.get("device"),
-        "val_acc_curve": val,
-        "overrides": run.overrides,
-        **extra,
-    }
 
 
 def execute(
@@ -373,167 +140,8 @@ def execute(
         command=shlex.join(cmd),
         run_dir=str(run_dir),
     )
-    _write_json(run_dir / "result.json", result)
+    write_json(run_dir / "result.json", result, newline=False)
     return result
-
-
-def finished(run: Run, out: Path) -> dict[str, Any] | None:
-    """The stored result of a run already done with the same overrides, else ``None``."""
-    result = read_json(run.run_dir(out) / "result.json")
-    if result and result.get("status") == "ok" and result.get("overrides") == run.overrides:
-        return result
-    return None
-
-
-# ---------------------------------------------------------------------------- reporting
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
-
-
-def _count(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.0f}K"
-
-
-def write_tables(results: list[dict[str, Any]], out: Path) -> None:
-    """``results.json`` (everything) and ``results.csv`` (one row per run, scalar fields)."""
-    _write_json(out / "results.json", results)
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in results:
-            writer.writerow({k: row.get(k) for k in CSV_FIELDS})
-
-
-def write_plots(results: list[dict[str, Any]], out: Path) -> list[str]:
-    """Test accuracy against parameters and against training time, and validation curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
-
-    ok = [r for r in results if r["status"] == "ok" and r.get("test_acc") is not None]
-    colors = {d: f"C{i}" for i, d in enumerate(DATASETS)}
-    files = []
-    for name, x_key, x_label, log_x in (
-        ("test_acc_vs_params.png", "parameters", "parameters", True),
-        ("test_acc_vs_time.png", "train_time_s", "training time (minutes)", False),
-    ):
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for r in ok:
-            if r.get(x_key) is None:
-                continue
-            x = r[x_key] / 60 if x_key == "train_time_s" else r[x_key]
-            ax.scatter(
-                x, 100 * r["test_acc"], color=colors.get(r["dataset"], "k"), label=r["dataset"]
-            )
-            ax.annotate(
-                r["architecture"],
-                (x, 100 * r["test_acc"]),
-                textcoords="offset points",
-                xytext=(4, 4),
-                fontsize=8,
-            )
-        handles = dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
-        if handles:
-            ax.legend(handles.values(), handles.keys())
-        else:
-            ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
-        xs = [r[x_key] for r in ok if r.get(x_key)]
-        if log_x and xs and max(xs) > 10 * min(xs):  # log only where sizes span a decade
-            ax.set_xscale("log")
-        if x_key == "parameters":
-            ax.xaxis.set_major_formatter(EngFormatter())
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
-        ax.set(xlabel=x_label, ylabel="test accuracy (%)", title=f"Test accuracy vs {x_label}")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        files.append(name)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for r in ok:
-        curve = r.get("val_acc_curve") or []
-        ax.plot(
-            range(1, len(curve) + 1),
-            [100 * v for v in curve],
-            marker="o",
-            markersize=3,
-            label=r["experiment"],
-        )
-    if ok:
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation accuracy per epoch")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "val_curves.png", dpi=110)
-    plt.close(fig)
-    return [*files, "val_curves.png"]
-
-
-def write_report(
-    results: list[dict[str, Any]],
-    out: Path,
-    plots: Sequence[str],
-    argv: Sequence[str],
-    notes: Sequence[str],
-) -> None:
-    """``report.md``: settings, the results table with the expected (target) ranges, plots, failures."""
-    commits = sorted({r.get("git_commit") or "unknown" for r in results})
-    devices = sorted({r["device"] for r in results if r.get("device")}) or ["-"]
-    lines = [
-        "# CIFAR benchmark report",
-        "",
-        f"- Generated: {datetime.now().isoformat(timespec='seconds')}",
-        f"- Command: `{shlex.join(['python', 'benchmarks/scripts/benchmark_cifar.py', *argv])}`",
-        f"- Git commit: {', '.join(commits)}",
-        f"- Device: {', '.join(devices)}",
-        f"- Runs: {sum(r['status'] == 'ok' for r in results)} finished, {sum(r['status'] != 'ok' for r in results)} failed",
-        "",
-        "| experiment | dataset | arch | params | epochs | best val acc | test acc | expected (full recipe) | train time | images/s | status |",
-        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---|",
-    ]
-    for r in sorted(results, key=lambda r: (r["dataset"], r["architecture"], r["experiment"])):
-        low_high = EXPECTED.get((r["dataset"], r["architecture"]))
-        expected = f"{low_high[0]}-{low_high[1]}%" if low_high else "-"
-        train_time = "-" if r.get("train_time_s") is None else f"{r['train_time_s'] / 60:.1f} min"
-        speed = "-" if r.get("images_per_s") is None else f"{r['images_per_s']:.0f}"
-        epochs = f"{r['epochs']}/{r['max_epochs']}" if r.get("max_epochs") else str(r["epochs"])
-        lines.append(
-            f"| {r['experiment']} | {r['dataset']} | {r['architecture']} | {_count(r.get('parameters'))} | "
-            f"{epochs} | {_percent(r.get('best_val_acc'))} | {_percent(r.get('test_acc'))} | {expected} | "
-            f"{train_time} | {speed} | {r['status']} |"
-        )
-    lines += [
-        "",
-        "Train time and images/s count training batches only (validation and start-up excluded); "
-        "wall times are in results.csv.",
-        "",
-    ]
-    lines += [f"![{p}]({p})" for p in plots]
-    if notes:
-        lines += ["", "## Not run", "", *[f"- {n}" for n in notes]]
-    failed = [r for r in results if r["status"] != "ok"]
-    if failed:
-        lines += ["", "## Failures", ""]
-        for r in failed:
-            lines += [
-                f"### {r['experiment']}",
-                "",
-                f"Log: `{r.get('run_dir')}/output.log`",
-                "",
-                "```",
-                r.get("error") or "",
-                "```",
-                "",
-            ]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
 # --------------------------------------------------------------------------------- main
@@ -546,22 +154,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         epilog="Anything after -- is passed to every run, e.g. -- trainer=gpu data.batch_size=512",
     )
-    parser.add_argument(
-        "--datasets",
-        nargs="+",
-        default=list(DATASETS),
-        choices=DATASETS,
-        metavar="D",
-        help=f"datasets of the matrix (default: all of {', '.join(DATASETS)})",
-    )
-    parser.add_argument(
-        "--archs",
-        nargs="+",
-        default=list(ARCHS),
-        choices=ARCHS,
-        metavar="A",
-        help=f"architectures of the matrix (default: all of {', '.join(ARCHS)})",
-    )
+    for option, names, metavar, what in (
+        ("--datasets", DATASETS, "D", "datasets"),
+        ("--archs", ARCHS, "A", "architectures"),
+    ):
+        parser.add_argument(
+            option,
+            nargs="+",
+            default=list(names),
+            choices=names,
+            metavar=metavar,
+            help=f"{what} of the matrix (default: all of {', '.join(names)})",
+        )
     parser.add_argument(
         "--experiments",
         nargs="+",
@@ -648,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if result["status"] == "ok":
                     progress.console.print(
                         f"[green]ok[/green] {run.experiment}: test acc "
-                        f"{_percent(result.get('test_acc'))}, {result['wall_time_s']:.0f} s"
+                        f"{percent(result.get('test_acc'))}, {result['wall_time_s']:.0f} s"
                     )
                 else:
                     progress.console.print(

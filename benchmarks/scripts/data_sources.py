@@ -16,7 +16,6 @@ Run it alone (no tests or trainings beside it)::
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -26,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))  # what rootutils sets in src/train.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.lib.configs import ROOT, compose_train, fitted_model  # noqa: E402
+from benchmarks.lib.report import run_metrics, train_command, write_json  # noqa: E402
+from benchmarks.lib.timing import alternating_rounds  # noqa: E402
 
 #: The recipe every source trains (the default model and schedule); shape keys come from the data.
 RECIPE = ["seed=12345", "logger=csv"]
@@ -78,14 +77,13 @@ def write_copies(folder: Path) -> dict[str, list[str]]:
 def train_accuracy(name: str, overrides: list[str], folder: Path) -> dict[str, Any]:
     """Train from the command line; the test accuracy from ``run_info.yaml``."""
     run_dir = folder / f"run_{name}"
-    command = [sys.executable, "src/train.py", *overrides, *RECIPE, f"hydra.run.dir={run_dir}"]
+    command = train_command(*overrides, *RECIPE, f"hydra.run.dir={run_dir}")
     start = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
-    info = yaml.safe_load((run_dir / "run_info.yaml").read_text())
     shown = " ".join(["python", "src/train.py", *overrides, *RECIPE])
     return {
         "command": shown.replace(str(folder), "<tmp>").replace(str(ROOT) + "/", ""),
-        "test_acc": round(float(info["metrics"]["test/acc"]), 4),
+        "test_acc": round(float(run_metrics(run_dir)["test/acc"]), 4),
         "wall_s": round(time.perf_counter() - start, 1),
     }
 
@@ -94,14 +92,11 @@ def time_epochs(overrides: list[str], cache_dir: Path, epochs: int) -> tuple[flo
     """``(first decode seconds, [seconds per training epoch])`` of the recipe's network."""
     import hydra
     import lightning as L
-    from hydra import compose, initialize_config_dir
 
-    from src.models.build import fit_model_config
-    from src.utils.instantiators import instantiate_model
+    from benchmarks.lib.clocks import EpochClock, bare_trainer
 
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        # no validation and no plateau schedule: the clock sees training batches only
-        cfg = compose("train", overrides=[*overrides, *RECIPE, "model/scheduler=none"])
+    # no validation and no plateau schedule: the clock sees training batches only
+    cfg = compose_train([*overrides, *RECIPE, "model/scheduler=none"])
     if "cache_dir" in cfg.data:  # a fresh cache: the first decode is timed (data=mnist has none)
         cfg.data.cache_dir = str(cache_dir)
     datamodule = hydra.utils.instantiate(cfg.data)
@@ -109,28 +104,13 @@ def time_epochs(overrides: list[str], cache_dir: Path, epochs: int) -> tuple[flo
     datamodule.prepare_data()
     datamodule.setup("fit")
     decode = time.perf_counter() - start
-
-    class EpochClock(L.Callback):
-        def __init__(self) -> None:
-            self.seconds: list[float] = []
-
-        def on_train_epoch_start(self, *args: Any) -> None:
-            self.start = time.perf_counter()
-
-        def on_train_epoch_end(self, *args: Any) -> None:
-            self.seconds.append(time.perf_counter() - self.start)
-
     L.seed_everything(12345, verbose=False)
-    model = instantiate_model(fit_model_config(cfg.model, datamodule))
+    model = fitted_model(cfg.model, datamodule)
     clock = EpochClock()
-    trainer = L.Trainer(
+    trainer = bare_trainer(
         accelerator="cpu",
         max_epochs=epochs,
-        logger=False,
         callbacks=[clock],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
     )
@@ -139,6 +119,7 @@ def time_epochs(overrides: list[str], cache_dir: Path, epochs: int) -> tuple[flo
 
 
 def main() -> None:
+    """Write the copies, train and time every source, print and write the report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--rounds", type=int, default=3, help="timing rounds, sources alternating (0: no timing)"
@@ -158,13 +139,14 @@ def main() -> None:
             if not args.skip_accuracy:
                 entry.update(train_accuracy(name, overrides, folder))
                 print(name, entry)
+
+        def measure(name: str, r: int) -> tuple[float, list[float]]:
+            return time_epochs(sources[name], folder / f"cache_{name}_{r}", args.epochs)
+
+        timings = alternating_rounds(list(sources), args.rounds, measure, rotate=True)
         epochs: dict[str, list[float]] = {name: [] for name in sources}
-        for r in range(args.rounds):
-            order = list(sources)[r % len(sources) :] + list(sources)[: r % len(sources)]
-            for name in order:
-                decode, seconds = time_epochs(
-                    sources[name], folder / f"cache_{name}_{r}", args.epochs
-                )
+        for name, rounds in timings.items():
+            for decode, seconds in rounds:
                 report["sources"][name].setdefault("first_decode_s", []).append(round(decode, 2))
                 epochs[name] += seconds[1:] if len(seconds) > 1 else seconds  # first epoch warms up
         base = statistics.median(epochs["mnist"]) if args.rounds else 0.0
@@ -177,8 +159,7 @@ def main() -> None:
             }
         print(json.dumps(report, indent=1))
         if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(report, indent=1) + "\n")
+            write_json(args.out, report, indent=1)
 
 
 if __name__ == "__main__":

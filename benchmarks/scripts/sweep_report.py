@@ -14,6 +14,7 @@ Examples::
 """
 
 import argparse
+import sys
 import warnings
 from importlib.util import find_spec
 from pathlib import Path
@@ -29,6 +30,9 @@ from omegaconf import OmegaConf  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.lib.report import markdown_table, save_figure  # noqa: E402
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -120,10 +124,7 @@ def plot_history(study: optuna.Study, path: Path) -> None:
     ax.set(xlabel="trial", ylabel=objective_name(study), title=f"{study.study_name}: history")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path, dpi=120)
 
 
 def param_importances(study: optuna.Study) -> dict[str, float]:
@@ -148,10 +149,7 @@ def plot_importances(importances: dict[str, float], title: str, path: Path) -> N
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
     ax.set(xlabel="importance", title=title)
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path, dpi=120, grid="x")
 
 
 def plot_learning_curves(study: optuna.Study, path: Path) -> None:
@@ -173,10 +171,7 @@ def plot_learning_curves(study: optuna.Study, path: Path) -> None:
     ax.set(xlabel="epoch", ylabel=objective_name(study), title=f"{study.study_name}: epochs")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path, dpi=120)
 
 
 def markdown(study: optuna.Study, importances: dict[str, float], images: list[str]) -> str:
@@ -192,8 +187,8 @@ def markdown(study: optuna.Study, importances: dict[str, float], images: list[st
     best = best_trial(study)
     if best is not None:
         lines += [f"- best: trial {best.number}, {metric} = {best.value:.4f}", ""]
-        lines += ["| parameter | best value |", "|---|---|"]
-        lines += [f"| `{name}` | {_format(value)} |" for name, value in best.params.items()]
+        best_values = [[f"`{name}`", _format(value)] for name, value in best.params.items()]
+        lines += markdown_table(["parameter", "best value"], best_values)
         if best.user_attrs.get("output_dir"):
             lines += ["", f"Outputs of the best trial: `{best.user_attrs['output_dir']}`"]
     complete = study.get_trials(states=(TrialState.COMPLETE,))
@@ -201,22 +196,21 @@ def markdown(study: optuna.Study, importances: dict[str, float], images: list[st
     top = sorted(complete, key=lambda t: t.value, reverse=reverse)[:10]
     if top:
         params = list(top[0].params)
-        lines += ["", "## Top trials", "", "| # | " + " | ".join([metric, *params]) + " |"]
-        lines += ["|---" * (len(params) + 2) + "|"]
-        lines += [
-            f"| {t.number} | {t.value:.4f} | "
-            + " | ".join(_format(t.params.get(p)) for p in params)
-            + " |"
+        cells = [
+            [str(t.number), f"{t.value:.4f}", *(_format(t.params.get(p)) for p in params)]
             for t in top
         ]
+        lines += ["", "## Top trials", "", *markdown_table(["#", metric, *params], cells)]
     if importances:
-        lines += ["", "## Parameter importances", "", "| parameter | importance |", "|---|---|"]
-        lines += [f"| `{name}` | {value:.3f} |" for name, value in importances.items()]
+        cells = [[f"`{name}`", f"{value:.3f}"] for name, value in importances.items()]
+        lines += ["", "## Parameter importances", ""]
+        lines += markdown_table(["parameter", "importance"], cells)
     lines += ["", "## Plots", ""] + [f"![{Path(i).stem}]({i})" for i in images]
     return "\n".join(lines) + "\n"
 
 
 def _format(value: object, spec: str = ".4g") -> str:
+    """A table cell: floats with ``spec``, ``-`` for none."""
     if value is None:
         return "-"
     return format(value, spec) if isinstance(value, float) else str(value)
