@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.lib.configs import ROOT  # noqa: E402
+from benchmarks.lib.report import train_command, write_json  # noqa: E402
 
 
 def git(*args: str) -> str:
@@ -39,7 +41,7 @@ def checkout(commit: str, folder: Path) -> Path:
 
 def timed_run(folder: Path, overrides: list[str], run_dir: Path) -> float:
     """Seconds ``python src/train.py <overrides>`` takes in ``folder``; raises if it fails."""
-    command = [sys.executable, "src/train.py", *overrides, f"hydra.run.dir={run_dir}"]
+    command = train_command(*overrides, f"hydra.run.dir={run_dir}")
     start = time.perf_counter()
     done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
     if done.returncode != 0:
@@ -93,7 +95,7 @@ def main() -> None:
     }
     print(json.dumps(report["commits"], indent=1))
     if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(args.out, report, indent=1)
 
 
 if __name__ == "__main__":

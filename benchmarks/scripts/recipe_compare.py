@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.lib.configs import ROOT  # noqa: E402
+from benchmarks.lib.report import git_commit, run_metrics, train_command, write_json  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 CIFAR_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tgz"
 
 #: name -> (base overrides, {variant: extra overrides}, seeds, what it shows)
@@ -65,7 +66,7 @@ COMPARISONS: dict[str, tuple[list[str], dict[str, list[str]], list[int], str]] =
 
 def train(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Train one variant from the command line; its test metrics, wall time and load."""
-    command = [sys.executable, "src/train.py", *overrides, f"hydra.run.dir={run_dir}"]
+    command = train_command(*overrides, f"hydra.run.dir={run_dir}")
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -73,8 +74,9 @@ def train(overrides: list[str], run_dir: Path) -> dict[str, Any]:
         raise RuntimeError(
             f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
         )
-    info = yaml.safe_load((run_dir / "run_info.yaml").read_text())
-    metrics = {k: round(float(v), 4) for k, v in info["metrics"].items() if k.startswith("test/")}
+    metrics = {
+        k: round(float(v), 4) for k, v in run_metrics(run_dir).items() if k.startswith("test/")
+    }
     return {"test_metrics": metrics, "wall_s": round(wall, 1), "load_average": os.getloadavg()}
 
 
@@ -110,15 +112,13 @@ def main() -> None:
     args = parser.parse_args()
     report = {
         "date": time.strftime("%Y-%m-%d"),
-        "code": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        "code": git_commit(),
         "machine": {"cpu_count": os.cpu_count(), "load_average_before": os.getloadavg()},
         **compare(args.comparison),
     }
     print(json.dumps(report["summary"], indent=1))
     if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(args.out, report, indent=1)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.lib.configs import ROOT  # noqa: E402
+from benchmarks.lib.report import write_json  # noqa: E402
 
 #: name -> (arguments after ``python``, the exit status it must end with)
 COMMANDS: dict[str, tuple[list[str], int]] = {
@@ -61,7 +63,7 @@ def main() -> None:
     }
     print(json.dumps(report["median_s"], indent=1))
     if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(args.out, report, indent=1)
 
 
 if __name__ == "__main__":
