@@ -1,5 +1,6 @@
 """The experiment configs by kind: the ones that hold a recipe, and the old names kept as aliases."""
 
+from functools import cache
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -25,10 +26,11 @@ def alias_target(path: Path) -> str | None:
     return None
 
 
+@cache
 def experiment_aliases() -> dict[str, str]:
     """``{old name: new name}`` of every alias config in ``configs/experiment``."""
     found = {p.stem: alias_target(p) for p in sorted(EXPERIMENT_DIR.glob("*.yaml"))}
-    return {old: new for old, new in found.items() if new is not None}
+    return {old: new for old, new in found.items() if new is not None}  # callers must not edit it
 
 
 def canonical_experiments() -> list[str]:
