@@ -523,7 +523,7 @@ def test_ckpt_path_last_resolves_with_the_runs_experiment(real_ckpt: Path, tmp_p
     HydraConfig().set_config(cfg)
     with pytest.raises(FileNotFoundError, match="experiment=mnist_sdn"):
         resolve_ckpt_path(cfg, resume=True)
-    ckpt = _fake_run(tmp_path / "train", "runs/x", "example", 100)
+    ckpt = _fake_run(tmp_path / "train", "runs/x", "mnist_sdn", 100)
     ckpt.write_bytes(real_ckpt.read_bytes())
     assert resolve_ckpt_path(cfg, resume=True) == str(ckpt)
     assert cfg.ckpt_path == str(ckpt)  # recorded for logs and run_info.yaml
