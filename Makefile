@@ -1,4 +1,4 @@
-# lhte: every target has a `## description` comment; `make help` lists them.
+# lhte: every target has a `## description` comment (on its rule or its `run.` row); `make help` lists them.
 # Targets bootstrap the virtual environment first, so `make train` / `make test` work on a fresh clone.
 
 SHELL := /bin/bash
@@ -11,12 +11,14 @@ TRAIN := $(PY) src/train.py
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help h install i clean c clean-logs cl format f sync s test t test-all ta test-full \
-	train train-sdn tr activate a deactivate d predict pr export ex
+.PHONY: help h install i clean c clean-logs cl format f sync s activate a deactivate d
 
 help h: ## Show every target with its description
-	@grep -hE '^[a-zA-Z0-9_. -]+:.*## ' $(MAKEFILE_LIST) | \
-		awk 'BEGIN {FS = ":.*## "}; {printf "\033[36m%-34s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^([a-zA-Z0-9_. -]+:|run\.[^ =]+ *=).*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "} \
+			/^run\./ {t = $$0; sub(/ *=.*/, "", t); sub(/^run\./, "", t); gsub(/\./, " ", t); \
+				d = $$0; sub(/.*## /, "", d); printf "\033[36m%-34s\033[0m %s\n", t, d; next} \
+			{printf "\033[36m%-34s\033[0m %s\n", $$1, $$2}'
 
 # ---------------------------------------------------------------- setup
 $(STAMP): pyproject.toml
@@ -48,173 +50,94 @@ sync s: ## Merge changes from main branch to your current branch
 	git pull
 	git pull origin main
 
-# ---------------------------------------------------------------- tests
-test t: install ## Run the default (fast) test suite
-	$(PY) -m pytest
-
-test-all ta test-full: install ## Run all tests, slow ones included
-	$(PY) -m pytest -m "slow or not slow"
-
-# ---------------------------------------------------------------- training
-train tr train-sdn: install ## Train the default model (SimpleDenseNet on MNIST); ARGS="..." adds overrides
-	$(TRAIN) $(ARGS)
-
-trc train-cnn: install ## Train SimpleCNN (421K) on MNIST
-	$(TRAIN) model=mnist_cnn_421k $(ARGS)
-
-trcns train-convnext-small: install ## Train ConvNeXt-V2 small (~73K) on MNIST
-	$(TRAIN) model=mnist_convnext_73k $(ARGS)
-
-trcnm train-convnext-medium: install ## Train ConvNeXt-V2 medium (~288K) on MNIST
-	$(TRAIN) model=mnist_convnext_288k $(ARGS)
-
-trcnl train-convnext-large: install ## Train ConvNeXt-V2 large (~725K) on MNIST
-	$(TRAIN) model=mnist_convnext_725k $(ARGS)
-
-# ---------------------------------------------------------------- predict and export
-predict pr: install ## Predict with a checkpoint: ARGS="ckpt_path=<file.ckpt> input=<image|folder|split:test>"
-	$(PY) src/predict.py $(ARGS)
-
-ex export: install ## Export a checkpoint: ARGS="ckpt_path=<file.ckpt> format=onnx|torch_export"
-	$(PY) src/export.py $(ARGS)
-
-# ---------------------------------------------------------------- quick checks (1 epoch, 10 batches)
+# ---------------------------------------------------------------- one-line targets
+# Every row `run.<target>.<alias>... = <command> ## <description>` makes the phony targets
+# `<target> <alias>...: install` with <command> as their recipe (see the foreach at the end);
+# `make help` prints the description. Rows are expanded when a target runs, like a recipe.
 QUICK := trainer.max_epochs=1 +trainer.limit_train_batches=10 +trainer.limit_val_batches=10 +trainer.limit_test_batches=10 extras.print_config=false
-
-tq train-quick: install ## Quick SimpleDenseNet run (1 epoch, 10 batches)
-	$(TRAIN) $(QUICK) $(ARGS)
-
-tqc train-quick-cnn: install ## Quick SimpleCNN run (1 epoch, 10 batches)
-	$(TRAIN) model=mnist_cnn_421k $(QUICK) $(ARGS)
-
-tqcn train-quick-convnext: install ## Quick ConvNeXt-V2 run (1 epoch, 10 batches)
-	$(TRAIN) model=mnist_convnext_73k $(QUICK) $(ARGS)
-
-tqa train-quick-all: install ## Quick runs of all architectures in one process (1 epoch, 10 batches each)
-	$(TRAIN) -m model=mnist,mnist_cnn_421k,mnist_convnext_73k $(QUICK) $(ARGS)
-
 ZOO := mnist_sdn_8k mnist_sdn_68k mnist_cnn_8k mnist_cnn_68k mnist_cnn_421k \
 	mnist_efficientnet_22k mnist_efficientnet_210k mnist_efficientnet_7m \
 	mnist_vit_38k mnist_vit_210k mnist_vit_821k \
 	mnist_convnext_18k mnist_convnext_73k mnist_convnext_288k mnist_convnext_725k
-
-arch-table at: install ## Regenerate docs/architectures.md: every MNIST size, 1 epoch each (resumable; delete benchmarks/results/architectures.json to re-measure)
-	$(PY) benchmarks/scripts/architecture_table.py --epochs 1 --configs $(ZOO) --skip mnist_efficientnet_7m \
-		--results benchmarks/results/architectures.json --output docs/architectures.md $(ARGS)
-
-ca compare-arch: install ## Compare architectures: 3 epochs each, then one table (params, test acc, time)
-	$(PY) benchmarks/scripts/architecture_table.py --configs mnist mnist_cnn_421k mnist_convnext_73k --epochs 3 $(ARGS)
-
-# ---------------------------------------------------------------- experiments
-example: install ## Run the example experiment (SimpleDenseNet, fixed seed)
-	$(TRAIN) experiment=example $(ARGS)
-
-ecm exp-cnn: install ## Experiment: SimpleCNN 421K on MNIST (>= 99% in 2 epochs)
-	$(TRAIN) experiment=cnn_mnist $(ARGS)
-
-evit exp-vit: install ## Experiment: Vision Transformer on MNIST
-	$(TRAIN) experiment=vit_mnist $(ARGS)
-
-evit995 exp-vit-995: install ## Experiment: ViT 210K SOTA recipe on MNIST (200 epochs, aims at 99.5%)
-	$(TRAIN) experiment=vit_mnist_995 $(ARGS)
-
-excn exp-convnext: install ## Experiment: ConvNeXt-V2 on MNIST
-	$(TRAIN) experiment=convnext_mnist $(ARGS)
-
-eeff exp-efficientnet: install ## Experiment: EfficientNet on MNIST
-	$(TRAIN) experiment=efficientnet_mnist $(ARGS)
-
-emhcm exp-multihead-cnn-mnist: install ## Experiment: multihead CNN on MNIST (digit, thickness, smoothness)
-	$(TRAIN) experiment=multihead_cnn_mnist $(ARGS)
-
-emhcc10 exp-multihead-cnn-cifar10: install ## Experiment: multihead CNN on CIFAR-10 (class, animal/vehicle)
-	$(TRAIN) experiment=multihead_cnn_cifar10 $(ARGS)
-
-emhc100 exp-multihead-cifar100: install ## Experiment: multihead CNN on CIFAR-100 (fine, coarse)
-	$(TRAIN) experiment=multihead_cifar100 $(ARGS)
-
-# ---------------------------------------------------------------- CIFAR benchmarks
-# Offline, use the JPEG copy: ARGS="data=cifar10_jpeg data.archive=../shared/data/cifar10-jpeg.tgz"
+ARCH_TABLE := benchmarks/scripts/architecture_table.py --epochs 1 --configs $(ZOO) --skip mnist_efficientnet_7m \
+	--results benchmarks/results/architectures.json --output docs/architectures.md
+# Offline CIFAR: ARGS="data=cifar10_jpeg data.archive=../shared/data/cifar10-jpeg.tgz"
 # and SUITE_ARGS="--cifar10-jpeg ../shared/data/cifar10-jpeg.tgz".
 BENCH := $(PY) benchmarks/scripts/benchmark_cifar.py
 SUITE_ARGS ?=
 
-cb10c cifar10-cnn: install ## CIFAR-10 CNN benchmark (85-92% expected)
-	$(TRAIN) experiment=cifar10_benchmark_cnn $(ARGS)
+# tests
+run.test.t                     = $(PY) -m pytest ## Run the default (fast) test suite
+run.test-all.ta.test-full      = $(PY) -m pytest -m "slow or not slow" ## Run all tests, slow ones included
 
-cb10cn cifar10-convnext: install ## CIFAR-10 ConvNeXt benchmark (90-95% expected)
-	$(TRAIN) experiment=cifar10_benchmark_convnext $(ARGS)
+# training
+run.train.tr.train-sdn         = $(TRAIN) $(ARGS) ## Train the default model (SimpleDenseNet on MNIST); ARGS="..." adds overrides
+run.trc.train-cnn              = $(TRAIN) model=mnist_cnn_421k $(ARGS) ## Train SimpleCNN (421K) on MNIST
+run.trcns.train-convnext-small = $(TRAIN) model=mnist_convnext_73k $(ARGS) ## Train ConvNeXt-V2 small (~73K) on MNIST
+run.trcnm.train-convnext-medium = $(TRAIN) model=mnist_convnext_288k $(ARGS) ## Train ConvNeXt-V2 medium (~288K) on MNIST
+run.trcnl.train-convnext-large = $(TRAIN) model=mnist_convnext_725k $(ARGS) ## Train ConvNeXt-V2 large (~725K) on MNIST
 
-cb10v cifar10-vit: install ## CIFAR-10 ViT benchmark (88-93% expected)
-	$(TRAIN) experiment=cifar10_benchmark_vit $(ARGS)
+# predict and export
+run.predict.pr                 = $(PY) src/predict.py $(ARGS) ## Predict with a checkpoint: ARGS="ckpt_path=<file.ckpt> input=<image|folder|split:test>"
+run.ex.export                  = $(PY) src/export.py $(ARGS) ## Export a checkpoint: ARGS="ckpt_path=<file.ckpt> format=onnx|torch_export"
 
-cb10e cifar10-efficientnet: install ## CIFAR-10 EfficientNet benchmark (89-94% expected)
-	$(TRAIN) experiment=cifar10_benchmark_efficientnet $(ARGS)
+# quick checks (1 epoch, 10 batches)
+run.tq.train-quick             = $(TRAIN) $(QUICK) $(ARGS) ## Quick SimpleDenseNet run (1 epoch, 10 batches)
+run.tqc.train-quick-cnn        = $(TRAIN) model=mnist_cnn_421k $(QUICK) $(ARGS) ## Quick SimpleCNN run (1 epoch, 10 batches)
+run.tqcn.train-quick-convnext  = $(TRAIN) model=mnist_convnext_73k $(QUICK) $(ARGS) ## Quick ConvNeXt-V2 run (1 epoch, 10 batches)
+run.tqa.train-quick-all        = $(TRAIN) -m model=mnist,mnist_cnn_421k,mnist_convnext_73k $(QUICK) $(ARGS) ## Quick runs of all architectures in one process (1 epoch, 10 batches each)
+run.arch-table.at              = $(PY) $(ARCH_TABLE) $(ARGS) ## Regenerate docs/architectures.md: every MNIST size, 1 epoch each (resumable; delete benchmarks/results/architectures.json to re-measure)
+run.ca.compare-arch            = $(PY) benchmarks/scripts/architecture_table.py --configs mnist mnist_cnn_421k mnist_convnext_73k --epochs 3 $(ARGS) ## Compare architectures: 3 epochs each, then one table (params, test acc, time)
 
-cb100c cifar100-cnn: install ## CIFAR-100 CNN benchmark (55-70% expected)
-	$(TRAIN) experiment=cifar100_benchmark_cnn $(ARGS)
+# experiments
+run.example                    = $(TRAIN) experiment=mnist_sdn $(ARGS) ## Run the example experiment (SimpleDenseNet, fixed seed)
+run.ecm.exp-cnn                = $(TRAIN) experiment=mnist_cnn $(ARGS) ## Experiment: SimpleCNN 421K on MNIST (>= 99% in 2 epochs)
+run.evit.exp-vit               = $(TRAIN) experiment=mnist_vit $(ARGS) ## Experiment: Vision Transformer on MNIST
+run.evit995.exp-vit-995        = $(TRAIN) experiment=mnist_vit_995 $(ARGS) ## Experiment: ViT 210K SOTA recipe on MNIST (200 epochs, aims at 99.5%)
+run.excn.exp-convnext          = $(TRAIN) experiment=mnist_convnext $(ARGS) ## Experiment: ConvNeXt-V2 on MNIST
+run.eeff.exp-efficientnet      = $(TRAIN) experiment=mnist_efficientnet $(ARGS) ## Experiment: EfficientNet on MNIST
+run.emhcm.exp-multihead-cnn-mnist = $(TRAIN) experiment=mnist_multihead_cnn $(ARGS) ## Experiment: multihead CNN on MNIST (digit, thickness, smoothness)
+run.emhcc10.exp-multihead-cnn-cifar10 = $(TRAIN) experiment=cifar10_multihead_cnn $(ARGS) ## Experiment: multihead CNN on CIFAR-10 (class, animal/vehicle)
+run.emhc100.exp-multihead-cifar100 = $(TRAIN) experiment=cifar100_multihead_cnn $(ARGS) ## Experiment: multihead CNN on CIFAR-100 (fine, coarse)
 
-cb100cn cifar100-convnext: install ## CIFAR-100 ConvNeXt benchmark (70-80% expected)
-	$(TRAIN) experiment=cifar100_benchmark_convnext $(ARGS)
+# CIFAR benchmarks
+run.cb10c.cifar10-cnn          = $(TRAIN) experiment=cifar10_cnn_benchmark $(ARGS) ## CIFAR-10 CNN benchmark (85-92% expected)
+run.cb10cn.cifar10-convnext    = $(TRAIN) experiment=cifar10_convnext_benchmark $(ARGS) ## CIFAR-10 ConvNeXt benchmark (90-95% expected)
+run.cb10v.cifar10-vit          = $(TRAIN) experiment=cifar10_vit_benchmark $(ARGS) ## CIFAR-10 ViT benchmark (88-93% expected)
+run.cb10e.cifar10-efficientnet = $(TRAIN) experiment=cifar10_efficientnet_benchmark $(ARGS) ## CIFAR-10 EfficientNet benchmark (89-94% expected)
+run.cb100c.cifar100-cnn        = $(TRAIN) experiment=cifar100_cnn_benchmark $(ARGS) ## CIFAR-100 CNN benchmark (55-70% expected)
+run.cb100cn.cifar100-convnext  = $(TRAIN) experiment=cifar100_convnext_benchmark $(ARGS) ## CIFAR-100 ConvNeXt benchmark (70-80% expected)
+run.cb100cc.cifar100-coarse-cnn = $(TRAIN) experiment=cifar100_coarse_cnn $(ARGS) ## CIFAR-100 coarse (20 classes) CNN benchmark (75-85% expected)
+run.cbq10c.cifar10-quick-cnn   = $(TRAIN) experiment=cifar10_cnn_benchmark trainer.max_epochs=5 $(ARGS) ## Quick CIFAR-10 CNN validation (5 epochs)
+run.cbq10cn.cifar10-quick-convnext = $(TRAIN) experiment=cifar10_convnext_benchmark trainer.max_epochs=5 $(ARGS) ## Quick CIFAR-10 ConvNeXt validation (5 epochs)
+run.cbq100c.cifar100-quick-cnn = $(TRAIN) experiment=cifar100_cnn_benchmark trainer.max_epochs=5 $(ARGS) ## Quick CIFAR-100 CNN validation (5 epochs)
+run.cbqa.cifar-quick-all       = $(BENCH) --quick --experiments cifar10_cnn_benchmark cifar10_convnext_benchmark cifar100_cnn_benchmark $(SUITE_ARGS) ## All quick CIFAR validations (5 epochs each) with a report
+run.cbs.benchmark-suite        = $(BENCH) $(SUITE_ARGS) ## Automated CIFAR suite: every dataset x architecture, with a report
+run.cbs10.benchmark-cifar10    = $(BENCH) --datasets cifar10 $(SUITE_ARGS) ## All CIFAR-10 benchmarks, with a report
+run.cbs100.benchmark-cifar100  = $(BENCH) --datasets cifar100 cifar100_coarse $(SUITE_ARGS) ## All CIFAR-100 benchmarks (fine and coarse), with a report
+run.cbsa.benchmark-all         = $(BENCH) --experiments all $(SUITE_ARGS) ## Complete CIFAR suite: every configs/experiment/cifar*.yaml
 
-cb100cc cifar100-coarse-cnn: install ## CIFAR-100 coarse (20 classes) CNN benchmark (75-85% expected)
-	$(TRAIN) experiment=cifar100_coarse_cnn $(ARGS)
+# hyperparameter search
+run.sweep.sw                   = $(TRAIN) hparams_search=mnist_optuna $(ARGS) ## Optuna search, SimpleDenseNet on MNIST (TPE, pruning; see docs/search.md)
+run.sweep-cnn.swc              = $(TRAIN) hparams_search=cnn_optuna $(ARGS) ## Optuna search, SimpleCNN on MNIST
+run.sweep-convnext.swcn        = $(TRAIN) hparams_search=convnext_optuna $(ARGS) ## Optuna search, ConvNeXt-V2 on MNIST
+run.sweep-vit.swv              = $(TRAIN) hparams_search=vit_optuna $(ARGS) ## Optuna search, ViT on MNIST
+run.sweep-efficientnet.swe     = $(TRAIN) hparams_search=efficientnet_optuna $(ARGS) ## Optuna search, EfficientNet on MNIST
+run.sweep-quick.swq            = $(TRAIN) hparams_search=mnist_optuna hydra.sweeper.n_trials=4 trainer.max_epochs=2 ++trainer.limit_train_batches=50 $(ARGS) ## Quick check of a search (4 short trials)
+run.sweep-report.swr           = $(PY) benchmarks/scripts/sweep_report.py $${SWEEP:-$$(ls -td logs/train/multiruns/*/ | head -1)} ## Table and plots of the latest search (or SWEEP=<multirun folder>)
 
-cbq10c cifar10-quick-cnn: install ## Quick CIFAR-10 CNN validation (5 epochs)
-	$(TRAIN) experiment=cifar10_benchmark_cnn trainer.max_epochs=5 $(ARGS)
+# speed
+run.bench-speed.bs             = $(PY) benchmarks/scripts/benchmark_speed.py --channels-last --json benchmarks/results/speed.json $(ARGS) ## Speed benchmark: template vs plain PyTorch loop (img/s, time to accuracy, memory)
+run.bench-speed-quick.bsq      = $(PY) benchmarks/scripts/benchmark_speed.py --channels-last --steps 20 --warmup 5 --no-accuracy $(ARGS) ## Speed benchmark, throughput only (a few minutes)
+run.speedrun.sr                = $(TRAIN) experiment=mnist_cnn_speedrun $(ARGS) ## MNIST speedrun: 99% test accuracy as fast as possible
+run.speedrun-cifar10.sr10      = $(TRAIN) experiment=cifar10_cnn_speedrun trainer=gpu $(ARGS) ## CIFAR-10 airbench-style speedrun aiming at 94% (needs a GPU)
 
-cbq10cn cifar10-quick-convnext: install ## Quick CIFAR-10 ConvNeXt validation (5 epochs)
-	$(TRAIN) experiment=cifar10_benchmark_convnext trainer.max_epochs=5 $(ARGS)
-
-cbq100c cifar100-quick-cnn: install ## Quick CIFAR-100 CNN validation (5 epochs)
-	$(TRAIN) experiment=cifar100_benchmark_cnn trainer.max_epochs=5 $(ARGS)
-
-cbqa cifar-quick-all: install ## All quick CIFAR validations (5 epochs each) with a report
-	$(BENCH) --quick --experiments cifar10_benchmark_cnn cifar10_benchmark_convnext cifar100_benchmark_cnn $(SUITE_ARGS)
-
-cbs benchmark-suite: install ## Automated CIFAR suite: every dataset x architecture, with a report
-	$(BENCH) $(SUITE_ARGS)
-
-cbs10 benchmark-cifar10: install ## All CIFAR-10 benchmarks, with a report
-	$(BENCH) --datasets cifar10 $(SUITE_ARGS)
-
-cbs100 benchmark-cifar100: install ## All CIFAR-100 benchmarks (fine and coarse), with a report
-	$(BENCH) --datasets cifar100 cifar100_coarse $(SUITE_ARGS)
-
-cbsa benchmark-all: install ## Complete CIFAR suite: every configs/experiment/cifar*.yaml
-	$(BENCH) --experiments all $(SUITE_ARGS)
-
-# ---------------------------------------------------------------- hyperparameter search
-sweep sw: install ## Optuna search, SimpleDenseNet on MNIST (TPE, pruning; see docs/search.md)
-	$(TRAIN) hparams_search=mnist_optuna $(ARGS)
-
-sweep-cnn swc: install ## Optuna search, SimpleCNN on MNIST
-	$(TRAIN) hparams_search=cnn_optuna $(ARGS)
-
-sweep-convnext swcn: install ## Optuna search, ConvNeXt-V2 on MNIST
-	$(TRAIN) hparams_search=convnext_optuna $(ARGS)
-
-sweep-vit swv: install ## Optuna search, ViT on MNIST
-	$(TRAIN) hparams_search=vit_optuna $(ARGS)
-
-sweep-efficientnet swe: install ## Optuna search, EfficientNet on MNIST
-	$(TRAIN) hparams_search=efficientnet_optuna $(ARGS)
-
-sweep-quick swq: install ## Quick check of a search (4 short trials)
-	$(TRAIN) hparams_search=mnist_optuna hydra.sweeper.n_trials=4 trainer.max_epochs=2 ++trainer.limit_train_batches=50 $(ARGS)
-
-sweep-report swr: install ## Table and plots of the latest search (or SWEEP=<multirun folder>)
-	$(PY) benchmarks/scripts/sweep_report.py $${SWEEP:-$$(ls -td logs/train/multiruns/*/ | head -1)}
-
-# ---------------------------------------------------------------- speed
-bench-speed bs: install ## Speed benchmark: template vs plain PyTorch loop (img/s, time to accuracy, memory)
-	$(PY) benchmarks/scripts/benchmark_speed.py --channels-last --json benchmarks/results/speed.json $(ARGS)
-
-bench-speed-quick bsq: install ## Speed benchmark, throughput only (a few minutes)
-	$(PY) benchmarks/scripts/benchmark_speed.py --channels-last --steps 20 --warmup 5 --no-accuracy $(ARGS)
-
-speedrun sr: install ## MNIST speedrun: 99% test accuracy as fast as possible
-	$(TRAIN) experiment=mnist_speedrun $(ARGS)
-
-speedrun-cifar10 sr10: install ## CIFAR-10 airbench-style speedrun aiming at 94% (needs a GPU)
-	$(TRAIN) experiment=cifar10_speedrun trainer=gpu $(ARGS)
+# ---------------------------------------------------------------- rules from the rows above
+RUN_ROWS := $(sort $(filter run.%,$(.VARIABLES)))
+run_targets = $(subst ., ,$(patsubst run.%,%,$(1)))
+define run_rule
+$(call run_targets,$(1)): install
+	$$(strip $$($(1)))
+endef
+$(foreach row,$(RUN_ROWS),$(eval $(call run_rule,$(row))))
+.PHONY: $(foreach row,$(RUN_ROWS),$(call run_targets,$(row)))

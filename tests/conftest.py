@@ -107,4 +107,4 @@ def single_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def multi_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``last.ckpt`` of the multihead CNN (digit, thickness, smoothness)."""
-    return train_tiny(tmp_path_factory.mktemp("multi"), "experiment=multihead_cnn_mnist")
+    return train_tiny(tmp_path_factory.mktemp("multi"), "experiment=mnist_multihead_cnn")

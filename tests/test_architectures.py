@@ -392,7 +392,7 @@ def test_helpful_errors_for_wrong_shapes() -> None:
 
 def test_vit_995_data_augments_training_batches_only() -> None:
     """data=mnist_vit_995 scales to [-1, 1] and augments only while training."""
-    cfg = compose_train("experiment=vit_mnist_995")
+    cfg = compose_train("experiment=mnist_vit_995")
     from hydra.utils import instantiate
 
     data = instantiate(cfg.data)
@@ -409,11 +409,11 @@ def test_vit_995_data_augments_training_batches_only() -> None:
 @pytest.mark.parametrize(
     "experiment, model_config, epochs",
     [
-        ("cnn_mnist", "mnist_cnn_421k", 2),
-        ("convnext_mnist", "mnist_convnext_73k", 3),
-        ("efficientnet_mnist", "mnist_efficientnet_210k", 5),
-        ("vit_mnist", "mnist_vit_210k", 10),
-        ("vit_mnist_995", "mnist_vit_210k", 200),
+        ("mnist_cnn", "mnist_cnn_421k", 2),
+        ("mnist_convnext", "mnist_convnext_73k", 3),
+        ("mnist_efficientnet", "mnist_efficientnet_210k", 5),
+        ("mnist_vit", "mnist_vit_210k", 10),
+        ("mnist_vit_995", "mnist_vit_210k", 200),
     ],
 )
 def test_experiments_compose(experiment: str, model_config: str, epochs: int) -> None:
@@ -425,7 +425,7 @@ def test_experiments_compose(experiment: str, model_config: str, epochs: int) ->
     assert scheduler["_target_"].endswith("OneCycleLR") and "patience" not in scheduler
     assert scheduler["max_lr"] == cfg.model.optimizer.lr and cfg.model.scheduler_interval == "step"
     model = instantiate_model(cfg.model)
-    if experiment == "vit_mnist_995":
+    if experiment == "mnist_vit_995":
         assert 189_000 <= count(model.net) <= 231_000
         assert model.criteria["label"].criterion.label_smoothing == 0.1
 

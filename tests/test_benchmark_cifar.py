@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks.scripts import benchmark_cifar as suite
 from tests.helpers.cifar_files import write_cifar10, write_cifar100
+from tests.helpers.experiments import experiment_aliases
 
 PLOTS = ("test_acc_vs_params.png", "test_acc_vs_time.png", "val_curves.png")
 
@@ -54,6 +55,7 @@ def test_matrix_options_and_overrides() -> None:
     assert jpeg[0][1].overrides == []  # cifar100 runs are untouched
     everything = [r.experiment for r in plan("--experiments", "all")[0]]
     assert "cifar100_cnn" in everything and len(everything) >= 8
+    assert not set(everything) & set(experiment_aliases())  # an old name would run a recipe twice
     with pytest.raises(SystemExit):
         plan("-D", "mnist:data=mnist")
 
@@ -61,14 +63,14 @@ def test_matrix_options_and_overrides() -> None:
 def test_experiment_names_are_described() -> None:
     assert suite.describe("cifar100_coarse_cnn") == ("cifar100_coarse", "cnn")
     assert suite.describe("cifar100_cnn") == ("cifar100", "cnn")
-    assert suite.describe("cifar10_benchmark_vit") == ("cifar10", "vit")
+    assert suite.describe("cifar10_vit_benchmark") == ("cifar10", "vit")
 
 
 def test_command_line(tmp_path: Path) -> None:
-    run = suite.Run("cifar10_benchmark_cnn", "cifar10", "cnn", ["trainer.max_epochs=5"])
+    run = suite.Run("cifar10_cnn_benchmark", "cifar10", "cnn", ["trainer.max_epochs=5"])
     cmd = suite.command(run, tmp_path / "my out")
-    assert cmd[1:4] == ["src/train.py", "experiment=cifar10_benchmark_cnn", "logger=csv"]
-    assert f"hydra.run.dir='{tmp_path}/my out/runs/cifar10_benchmark_cnn'" in cmd
+    assert cmd[1:4] == ["src/train.py", "experiment=cifar10_cnn_benchmark", "logger=csv"]
+    assert f"hydra.run.dir='{tmp_path}/my out/runs/cifar10_cnn_benchmark'" in cmd
     assert cmd[-1] == "trainer.max_epochs=5"
     assert any(c.endswith("benchmark_cifar.BenchmarkRecorder") for c in cmd)
     run.overrides.append("logger=tensorboard")
@@ -100,12 +102,12 @@ def fake_command(run: suite.Run, out: Path) -> list[str]:
 def test_suite_survives_a_failure_and_resumes(tmp_path: Path, monkeypatch) -> None:
     """One run fails, the other finishes; the report covers both; a rerun skips the finished run."""
     monkeypatch.setattr(suite, "command", fake_command)
-    argv = ["--experiments", "cifar10_benchmark_cnn", "cifar100_coarse_cnn", "--out", str(tmp_path)]
+    argv = ["--experiments", "cifar10_cnn_benchmark", "cifar100_coarse_cnn", "--out", str(tmp_path)]
     assert suite.main([*argv, "-D", "cifar100_coarse:bad"]) == 1
 
     results = json.loads((tmp_path / "results.json").read_text())
     by_name = {r["experiment"]: r for r in results}
-    ok, bad = by_name["cifar10_benchmark_cnn"], by_name["cifar100_coarse_cnn"]
+    ok, bad = by_name["cifar10_cnn_benchmark"], by_name["cifar100_coarse_cnn"]
     assert ok["status"] == "ok" and ok["test_acc"] == 0.55 and ok["best_val_acc"] == 0.6
     assert ok["epochs"] == 2 and ok["train_time_s"] == 4.0 and ok["images_per_s"] == 50.0
     assert ok["parameters"] and ok["device"] and ok["git_commit"] and ok["wall_time_s"] >= 0
@@ -118,7 +120,7 @@ def test_suite_survives_a_failure_and_resumes(tmp_path: Path, monkeypatch) -> No
         assert column in header
     assert "git_commit" in header
     report = (tmp_path / "report.md").read_text()
-    assert "| cifar10_benchmark_cnn | cifar10 | cnn |" in report and "55.00%" in report
+    assert "| cifar10_cnn_benchmark | cifar10 | cnn |" in report and "55.00%" in report
     assert "## Failures" in report and "something broke" in report
     for plot in PLOTS:
         assert (tmp_path / plot).stat().st_size > 1000 and f"]({plot})" in report
@@ -143,7 +145,7 @@ def _recording_execute(ran: list[str]):
 
 
 def test_report_without_finished_runs(tmp_path: Path) -> None:
-    run = suite.Run("cifar10_benchmark_vit", "cifar10", "vit")
+    run = suite.Run("cifar10_vit_benchmark", "cifar10", "vit")
     result = suite.summarize(run, None, status="failed", error="exit code 1", wall_time_s=1.0)
     suite.write_tables([result], tmp_path)
     plots = suite.write_plots([result], tmp_path)
@@ -155,7 +157,7 @@ def test_report_without_finished_runs(tmp_path: Path) -> None:
 
 def test_dry_run_runs_nothing(tmp_path: Path, capsys) -> None:
     assert suite.main(["--dry-run", "--quick", "--out", str(tmp_path / "out")]) == 0
-    assert "src/train.py experiment=cifar10_benchmark_cnn" in capsys.readouterr().out
+    assert "src/train.py experiment=cifar10_cnn_benchmark" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
 
 
@@ -167,7 +169,7 @@ def test_real_runs_on_small_files(tmp_path: Path) -> None:
     write_cifar100(data, n_train=40, n_test=16)
     out = tmp_path / "out"
     argv = [
-        "--experiments", "cifar10_benchmark_cnn", "cifar100_coarse_cnn", "cifar100_benchmark_cnn",
+        "--experiments", "cifar10_cnn_benchmark", "cifar100_coarse_cnn", "cifar100_cnn_benchmark",
         "--epochs", "2", "--out", str(out),
         "-D", "cifar100:data.train_val_test_split=[999999,1,1]",  # fails: more than the files hold
         "--", f"data.data_dir={data}", "data.train_val_test_split=[32,8,16]", "data.batch_size=16",
@@ -175,16 +177,16 @@ def test_real_runs_on_small_files(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert suite.main(argv) == 1
     results = {r["experiment"]: r for r in json.loads((out / "results.json").read_text())}
-    cnn = results["cifar10_benchmark_cnn"]
+    cnn = results["cifar10_cnn_benchmark"]
     assert cnn["status"] == "ok" and cnn["epochs"] == 2 and len(cnn["val_acc_curve"]) == 2
     assert 0 <= cnn["test_acc"] <= 1 and cnn["parameters"] > 3_000_000
     assert cnn["images_per_s"] > 0 and cnn["device"].startswith("cpu")
     assert results["cifar100_coarse_cnn"]["status"] == "ok"
-    failed = results["cifar100_benchmark_cnn"]
+    failed = results["cifar100_cnn_benchmark"]
     assert failed["status"] == "failed" and "more than the dataset has" in failed["error"]
-    assert (out / "runs" / "cifar10_benchmark_cnn" / "csv").is_dir()  # logger=csv
+    assert (out / "runs" / "cifar10_cnn_benchmark" / "csv").is_dir()  # logger=csv
     assert all((out / p).is_file() for p in PLOTS)
     # Rerun: the two finished runs are skipped, only the failed one runs again.
-    before = (out / "runs" / "cifar10_benchmark_cnn" / "result.json").read_text()
+    before = (out / "runs" / "cifar10_cnn_benchmark" / "result.json").read_text()
     assert suite.main(argv) == 1
-    assert (out / "runs" / "cifar10_benchmark_cnn" / "result.json").read_text() == before
+    assert (out / "runs" / "cifar10_cnn_benchmark" / "result.json").read_text() == before

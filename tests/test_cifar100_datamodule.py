@@ -20,12 +20,12 @@ from tests.helpers.cifar_files import (
 
 SPLIT = [250, 50, 100]
 EXPERIMENTS = [
-    "cifar10_benchmark_cnn",
-    "cifar10_benchmark_convnext",
-    "cifar10_benchmark_vit",
-    "cifar10_benchmark_efficientnet",
-    "cifar100_benchmark_cnn",
-    "cifar100_benchmark_convnext",
+    "cifar10_cnn_benchmark",
+    "cifar10_convnext_benchmark",
+    "cifar10_vit_benchmark",
+    "cifar10_efficientnet_benchmark",
+    "cifar100_cnn_benchmark",
+    "cifar100_convnext_benchmark",
     "cifar100_cnn",
     "cifar100_coarse_cnn",
 ]

@@ -102,7 +102,7 @@ def test_scheduler_is_a_swappable_group(choice: str, target: str | None, interva
 
 def test_experiment_selects_its_scheduler() -> None:
     """Experiments pick a schedule with `override /model/scheduler`; the CLI can still swap it."""
-    cfg = compose_config("train.yaml", ["experiment=cnn_mnist"])
+    cfg = compose_config("train.yaml", ["experiment=mnist_cnn"])
     assert cfg.model.scheduler._target_.endswith("OneCycleLR")
-    cfg = compose_config("train.yaml", ["experiment=cnn_mnist", "model/scheduler=plateau"])
+    cfg = compose_config("train.yaml", ["experiment=mnist_cnn", "model/scheduler=plateau"])
     assert cfg.model.scheduler._target_.endswith("ReduceLROnPlateau")

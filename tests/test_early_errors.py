@@ -67,7 +67,7 @@ MULTIHEAD = ("data=multihead_mnist", "model=mnist_multihead_cnn_422k")
     [
         ("model=nope", "model", "mnist_cnn_421k"),
         ("data=nope", "data", "cifar10"),
-        ("experiment=nope", "experiment", "cnn_mnist"),
+        ("experiment=nope", "experiment", "mnist_cnn"),
         ("hparams_search=nope", "hparams_search", "mnist_optuna"),
     ],
 )

@@ -8,11 +8,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from src.train import train
-from tests.conftest import CONFIGS, ROOT, compose_config
+from tests.conftest import ROOT, compose_config
 from tests.helpers.cifar_files import write_cifar10, write_cifar100
+from tests.helpers.experiments import canonical_experiments
 from tests.helpers.weight_files import write_timm_weights
 
-EXPERIMENTS = sorted(p.stem for p in Path(CONFIGS, "experiment").glob("*.yaml"))
+# Old names are aliases, composed and compared in test_experiment_names.py.
+EXPERIMENTS = canonical_experiments()
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

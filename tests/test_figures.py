@@ -45,7 +45,7 @@ def test_single_head_run_writes_pictures(tmp_path: Path) -> None:
 
 
 def test_multihead_run_writes_pictures_per_head(tmp_path: Path) -> None:
-    train_tiny(tmp_path, "experiment=multihead_cnn_mnist", logger="tensorboard", figures=True)
+    train_tiny(tmp_path, "experiment=mnist_multihead_cnn", logger="tensorboard", figures=True)
     expected = {
         f"test/{h}_{kind}" for h in MULTIHEAD for kind in ("confusion_matrix", "misclassified")
     }

@@ -268,7 +268,7 @@ def test_finetune_needs_a_backbone(tmp_path: Path) -> None:
 
 
 # -------------------------------------------------------------------- experiments
-@pytest.mark.parametrize("experiment", ["finetune_cifar10", "cifar10_resnet18"])
+@pytest.mark.parametrize("experiment", ["cifar10_resnet18_finetune", "cifar10_resnet18"])
 def test_experiments_run_a_few_batches(experiment: str, tmp_path: Path) -> None:
     write_cifar10(tmp_path, n_train=40, n_test=16)
     weights = tmp_path / "resnet18.safetensors"
@@ -282,11 +282,11 @@ def test_experiments_run_a_few_batches(experiment: str, tmp_path: Path) -> None:
         "+trainer.limit_val_batches=1",
         "+trainer.limit_test_batches=1",
         "+trainer.num_sanity_val_steps=0",
-        f"trainer.max_epochs={2 if experiment == 'finetune_cifar10' else 1}",
+        f"trainer.max_epochs={2 if experiment == 'cifar10_resnet18_finetune' else 1}",
         "trainer.accelerator=cpu",
         "model.channels_last=false",
     ]
-    if experiment == "finetune_cifar10":
+    if experiment == "cifar10_resnet18_finetune":
         overrides += [
             "model.net.pretrained=false",
             f"model.net.checkpoint_path={weights}",
@@ -307,7 +307,7 @@ def test_experiments_run_a_few_batches(experiment: str, tmp_path: Path) -> None:
     assert "test/acc" in metrics and os.path.exists(tmp_path / "checkpoints" / "last.ckpt")
     net = objects["model"].net
     assert net.backbone.fc.__class__ is nn.Identity
-    if experiment == "finetune_cifar10":
+    if experiment == "cifar10_resnet18_finetune":
         assert cfg.model.head_lr == 0.1 and net.load_report is not None
         groups = objects["trainer"].optimizers[0].param_groups
         assert [g["lr"] > 0 for g in groups] == [True, True, True]  # rest, head, backbone

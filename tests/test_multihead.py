@@ -1,7 +1,7 @@
 """Multihead classification: label rules, caching, every backbone, weighted losses, metrics, eval.
 
 The MNIST attribute labels are checked on the real images; the end-to-end runs train the
-``multihead_cnn_mnist`` experiment on small real-MNIST splits.
+``mnist_multihead_cnn`` experiment on small real-MNIST splits.
 """
 
 import functools
@@ -58,10 +58,10 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
 
 
 def multihead_cfg(tmp_path: Path, split: str, *overrides: str) -> DictConfig:
-    """The ``multihead_cnn_mnist`` experiment on a real-MNIST subset, writing into ``tmp_path``."""
+    """The ``mnist_multihead_cnn`` experiment on a real-MNIST subset, writing into ``tmp_path``."""
     cfg = compose_config(
         "train.yaml",
-        ["experiment=multihead_cnn_mnist", f"data.train_val_test_split={split}", *overrides],
+        ["experiment=mnist_multihead_cnn", f"data.train_val_test_split={split}", *overrides],
     )
     _tune_for_tests(cfg, tmp_path)
     with open_dict(cfg):
@@ -293,7 +293,7 @@ def test_unknown_head_names_are_a_clear_error(what: str) -> None:
 def test_loss_weights_override_from_the_command_line() -> None:
     cfg = compose_config(
         "train.yaml",
-        ["experiment=multihead_cnn_mnist", "model.loss_weights.digit=2.0"],
+        ["experiment=mnist_multihead_cnn", "model.loss_weights.digit=2.0"],
     )
     model = instantiate_model(cfg.model)
     assert model.loss_weights == {"digit": 2.0, "thickness": 0.5, "smoothness": 0.5}
@@ -303,10 +303,10 @@ def test_loss_weights_override_from_the_command_line() -> None:
 @pytest.mark.parametrize(
     ("experiment", "heads"),
     [
-        ("multihead_cnn_mnist", MNIST_HEADS),
+        ("mnist_multihead_cnn", MNIST_HEADS),
         ("multihead_mnist", MNIST_HEADS),
-        ("multihead_cnn_cifar10", {"class": 10, "kind": 2}),
-        ("multihead_cifar100", {"fine": 100, "coarse": 20}),
+        ("cifar10_multihead_cnn", {"class": 10, "kind": 2}),
+        ("cifar100_multihead_cnn", {"fine": 100, "coarse": 20}),
     ],
 )
 def test_experiment_heads_match_their_data(experiment: str, heads: dict[str, int]) -> None:
@@ -322,8 +322,8 @@ def test_experiment_heads_match_their_data(experiment: str, heads: dict[str, int
 
 @pytest.mark.parametrize(
     ("experiment", "writer", "split"),
-    [("multihead_cnn_cifar10", "write_cifar10", "[40,10,20]"),
-     ("multihead_cifar100", "write_cifar100", "[80,20,50]")],
+    [("cifar10_multihead_cnn", "write_cifar10", "[40,10,20]"),
+     ("cifar100_multihead_cnn", "write_cifar100", "[80,20,50]")],
 )  # fmt: skip
 def test_cifar_multihead_experiments_run(
     experiment: str, writer: str, split: str, tmp_path: Path

@@ -373,7 +373,7 @@ def test_cifar_strong_composes_and_trains(tmp_path: Path) -> None:
 
 def test_experiment_values_win_over_the_recipe() -> None:
     """The recipe sits before the experiment: an experiment's own choices override it."""
-    cfg = compose_config("train.yaml", ["recipe=cifar_strong", "experiment=cifar10_speedrun"])
+    cfg = compose_config("train.yaml", ["recipe=cifar_strong", "experiment=cifar10_cnn_speedrun"])
     assert cfg.model.scheduler._target_.endswith("OneCycleLR")  # the experiment's schedule
     assert cfg.model.criterion.label_smoothing == 0.2  # the experiment's smoothing
     assert "ema" in cfg.callbacks and cfg.model.tta == "hflip"  # the recipe's additions

@@ -501,29 +501,29 @@ def _fake_run(
 def test_find_last_checkpoint_picks_newest_of_same_experiment(tmp_path: Path) -> None:
     plain_old = _fake_run(tmp_path, "runs/2024-01-01_00-00-00", None, 100)
     plain_new = _fake_run(tmp_path, "multiruns/2024-01-02_00-00-00/3", None, 300)
-    cnn = _fake_run(tmp_path, "runs/2024-01-03_00-00-00", "cnn_mnist", 200)
+    cnn = _fake_run(tmp_path, "runs/2024-01-03_00-00-00", "mnist_cnn", 200)
     _fake_run(tmp_path, "runs/2024-01-04_00-00-00", None, 400, hydra=False)  # unknown experiment
     assert find_last_checkpoint(tmp_path, None) == plain_new
-    assert find_last_checkpoint(tmp_path, "cnn_mnist") == cnn
+    assert find_last_checkpoint(tmp_path, "mnist_cnn") == cnn
     os.utime(plain_old, (500, 500))
     assert find_last_checkpoint(tmp_path, None) == plain_old
     with pytest.raises(FileNotFoundError) as err:
-        find_last_checkpoint(tmp_path, "vit_mnist")
+        find_last_checkpoint(tmp_path, "mnist_vit")
     message = str(err.value)
-    assert "experiment=vit_mnist" in message and str(tmp_path) in message
-    assert f"{cnn} (experiment=cnn_mnist)" in message and "no .hydra/hydra.yaml" in message
+    assert "experiment=mnist_vit" in message and str(tmp_path) in message
+    assert f"{cnn} (experiment=mnist_cnn)" in message and "no .hydra/hydra.yaml" in message
 
 
 def test_ckpt_path_last_resolves_with_the_runs_experiment(real_ckpt: Path, tmp_path: Path) -> None:
     from tests.conftest import compose_config
 
     cfg = compose_config(
-        "train.yaml", ["experiment=example", "ckpt_path=last", f"paths.log_dir={tmp_path}"]
+        "train.yaml", ["experiment=mnist_sdn", "ckpt_path=last", f"paths.log_dir={tmp_path}"]
     )
     HydraConfig().set_config(cfg)
-    with pytest.raises(FileNotFoundError, match="experiment=example"):
+    with pytest.raises(FileNotFoundError, match="experiment=mnist_sdn"):
         resolve_ckpt_path(cfg, resume=True)
-    ckpt = _fake_run(tmp_path / "train", "runs/x", "example", 100)
+    ckpt = _fake_run(tmp_path / "train", "runs/x", "mnist_sdn", 100)
     ckpt.write_bytes(real_ckpt.read_bytes())
     assert resolve_ckpt_path(cfg, resume=True) == str(ckpt)
     assert cfg.ckpt_path == str(ckpt)  # recorded for logs and run_info.yaml

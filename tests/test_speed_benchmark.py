@@ -108,8 +108,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def test_mnist_speedrun_fast_dev_run(tmp_path: Path) -> None:
-    """``experiment=mnist_speedrun`` composes and runs: no validation, checkpoints or summary."""
-    cfg = compose_config("train.yaml", ["experiment=mnist_speedrun", TINY_SPLIT])
+    """``experiment=mnist_cnn_speedrun`` composes and runs: no validation, checkpoints or summary."""
+    cfg = compose_config("train.yaml", ["experiment=mnist_cnn_speedrun", TINY_SPLIT])
     _tune_for_tests(cfg, tmp_path)
     with open_dict(cfg):
         cfg.trainer.fast_dev_run = True
@@ -125,7 +125,7 @@ def test_mnist_speedrun_fast_dev_run(tmp_path: Path) -> None:
 def test_mnist_speedrun_reaches_99_percent(tmp_path: Path) -> None:
     """The full recipe (one epoch, ~10 s of training on 2 cores) reaches 99.0% on the official
     test set: the README's speedrun claim, measured every run of the suite."""
-    cfg = compose_config("train.yaml", ["experiment=mnist_speedrun"])
+    cfg = compose_config("train.yaml", ["experiment=mnist_cnn_speedrun"])
     _tune_for_tests(cfg, tmp_path)
     metrics, objects = run(cfg)
     net = objects["model"].net
@@ -135,13 +135,13 @@ def test_mnist_speedrun_reaches_99_percent(tmp_path: Path) -> None:
 
 
 def test_cifar10_speedrun_fast_dev_run(tmp_path: Path) -> None:
-    """``experiment=cifar10_speedrun`` runs on fake official-format files, with flip TTA."""
+    """``experiment=cifar10_cnn_speedrun`` runs on fake official-format files, with flip TTA."""
     data_dir = tmp_path / "data"
     write_cifar10(data_dir, n_train=50, n_test=20)
     cfg = compose_config(
         "train.yaml",
         [
-            "experiment=cifar10_speedrun",
+            "experiment=cifar10_cnn_speedrun",
             f"data.data_dir={data_dir}",
             "data.train_val_test_split=[40,10,20]",
             "data.batch_size=8",

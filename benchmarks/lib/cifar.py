@@ -13,12 +13,12 @@ DATASETS = ("cifar10", "cifar100", "cifar100_coarse")
 ARCHS = ("cnn", "convnext", "vit", "efficientnet")
 # (dataset, architecture) -> experiment config; combinations without one are not run.
 EXPERIMENTS = {
-    ("cifar10", "cnn"): "cifar10_benchmark_cnn",
-    ("cifar10", "convnext"): "cifar10_benchmark_convnext",
-    ("cifar10", "vit"): "cifar10_benchmark_vit",
-    ("cifar10", "efficientnet"): "cifar10_benchmark_efficientnet",
-    ("cifar100", "cnn"): "cifar100_benchmark_cnn",
-    ("cifar100", "convnext"): "cifar100_benchmark_convnext",
+    ("cifar10", "cnn"): "cifar10_cnn_benchmark",
+    ("cifar10", "convnext"): "cifar10_convnext_benchmark",
+    ("cifar10", "vit"): "cifar10_vit_benchmark",
+    ("cifar10", "efficientnet"): "cifar10_efficientnet_benchmark",
+    ("cifar100", "cnn"): "cifar100_cnn_benchmark",
+    ("cifar100", "convnext"): "cifar100_convnext_benchmark",
     ("cifar100_coarse", "cnn"): "cifar100_coarse_cnn",
 }
 # Target test accuracy ranges for the full recipes (percent).
@@ -65,8 +65,20 @@ def describe(experiment: str) -> tuple[str, str]:
 
 
 def all_experiments() -> list[str]:
-    """Every CIFAR experiment config in ``configs/experiment``."""
-    return sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("cifar*.yaml"))
+    """Every single-head CIFAR experiment config in ``configs/experiment``, trained from scratch.
+
+    Old-name aliases (a file holding only ``defaults: [<experiment>, _self_]``) would run a
+    recipe twice; multihead recipes log per-head metrics and fine-tuning needs downloaded weights.
+    """
+    names = []
+    for path in sorted((ROOT / "configs" / "experiment").glob("cifar*.yaml")):
+        lines = [
+            ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")
+        ]
+        is_alias = len(lines) == 1 and lines[0].startswith("defaults:")
+        if not is_alias and "multihead" not in path.stem and "finetune" not in path.stem:
+            names.append(path.stem)
+    return names
 
 
 def quote(value: str) -> str:
