@@ -30,7 +30,7 @@ CIFAR_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tgz"
 #: name -> (base overrides, {variant: extra overrides}, seeds, what it shows)
 COMPARISONS: dict[str, tuple[list[str], dict[str, list[str]], list[int], str]] = {
     "mnist_ema": (
-        ["experiment=mnist_speedrun", "logger=csv"],
+        ["experiment=mnist_cnn_speedrun", "logger=csv"],
         {
             "speedrun": [],
             "+ EMA (decay 0.999, warm-up: the config's default)": ["callbacks=ema"],
@@ -46,7 +46,7 @@ COMPARISONS: dict[str, tuple[list[str], dict[str, list[str]], list[int], str]] =
     ),
     "cifar_strong": (
         [
-            "experiment=cifar10_benchmark_cnn",
+            "experiment=cifar10_cnn_benchmark",
             "model/net=cnn_68k",
             "trainer.max_epochs=10",
             "data=cifar10_jpeg",
