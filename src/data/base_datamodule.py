@@ -28,8 +28,9 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from src.data.components.augment_spec import AugmentSpec
 from src.data.components.memory import InMemoryImages, Labels, index_labels, keep_batch
-from src.data.components.transforms import BatchTransform, check_augment_keys
+from src.data.components.transforms import BatchTransform
 from src.utils.checkpoints import collect_rng_state, restore_rng_state
 from src.utils.data_description import DataDescription, fill_names
 from src.utils.plain_data import make_plain
@@ -133,7 +134,7 @@ class InMemoryDataModule(LightningDataModule):
     :param normalize: ``{mean: [...], std: [...]}`` of the [0, 1]-scaled images; ``None``: the
         dataset's published statistics where the class has them, otherwise computed from the
         training split when it is loaded.
-    :param augment: Training augmentation, keyword arguments of :class:`BatchTransform`
+    :param augment: Training augmentation, the fields of :class:`AugmentSpec`
         (``crop_padding``, ``hflip``, ``degrees``, ``translate``, ``scale``, ``policy``,
         ``policy_kwargs``, ``random_erasing``).
     :param in_memory: Use the in-memory batch-wise pipeline (``False``: per-sample transforms).
@@ -171,8 +172,7 @@ class InMemoryDataModule(LightningDataModule):
         self.stats_pending = not stats
         channels = self.input_shape[0]
         stats = stats or {"mean": [0.0] * channels, "std": [1.0] * channels}
-        check_augment_keys(augment)
-        self.transform = BatchTransform(**stats, **dict(augment or {}))
+        self.transform = BatchTransform(**stats, spec=AugmentSpec.from_config(augment))
         #: The statistics as given or computed (plain floats; the transform holds float32).
         self.stats = {k: [float(v) for v in stats[k]] for k in ("mean", "std")}
         self.batch_size_per_device = batch_size

@@ -12,7 +12,7 @@ from typing import Any
 
 from src.data.mnist_datamodule import MNISTDataModule
 
-#: Training augmentation of the recipe (keyword arguments of ``BatchTransform``).
+#: Training augmentation of the recipe (``data.augment`` keys, see ``AugmentSpec``).
 VIT_995_AUGMENT: Mapping[str, Any] = MappingProxyType(
     {"degrees": 10.0, "translate": 0.1, "scale": (0.9, 1.1)}
 )
