@@ -21,18 +21,24 @@ from src.data.components import mnist_attributes as mh
 from src.data.components.mnist_source import load_mnist, raw_dir
 from src.data.mnist_datamodule import MNISTDataModule
 from src.eval import evaluate
+from src.models.build import instantiate_model
 from src.models.classifier_module import ClassifierLitModule
 from src.models.components.heads import MultiHead
 from src.models.components.simple_cnn import SimpleCNN
 from src.train import train
-from src.utils.instantiators import instantiate_model
 from tests.conftest import ROOT, _tune_for_tests, compose_config
 
 MNIST_HEADS = {"digit": 10, "thickness": 5, "smoothness": 3}
 DATA_DIR = ROOT / "data"
 COMPONENTS = ROOT / "src" / "models" / "components"
 #: Component files that hold shared pieces rather than backbones.
-NOT_BACKBONES = {"__init__", "heads", "losses", "schedulers", "weight_files"}  # files that hold no network
+NOT_BACKBONES = {
+    "__init__",
+    "heads",
+    "losses",
+    "schedulers",
+    "weight_files",
+}  # files that hold no network
 
 
 # ------------------------------------------------------------------ helpers

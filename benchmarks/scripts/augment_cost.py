@@ -50,7 +50,7 @@ def images_per_s(overrides: list[str], args: argparse.Namespace, device: torch.d
     import lightning as L
     from lightning import Callback
 
-    from src.utils.instantiators import instantiate_model
+    from src.models.build import instantiate_model
 
     class StepClock(Callback):
         def __init__(self) -> None:

@@ -185,7 +185,7 @@ def template_run(
     import lightning as L
     from lightning import Callback
 
-    from src.utils.instantiators import instantiate_model
+    from src.models.build import instantiate_model
 
     class StepClock(Callback):
         """Start the clock after ``warmup`` batches; stop it when training ends."""
@@ -388,7 +388,7 @@ def plain_run(
     import hydra
     import lightning as L
 
-    from src.utils.instantiators import instantiate_model
+    from src.models.build import instantiate_model
 
     train, test = datamodule.data_train, datamodule.data_test
     mean = datamodule.transform.mean.to(device)

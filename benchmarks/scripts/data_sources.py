@@ -96,8 +96,7 @@ def time_epochs(overrides: list[str], cache_dir: Path, epochs: int) -> tuple[flo
     import lightning as L
     from hydra import compose, initialize_config_dir
 
-    from src.models.build import fit_model_config
-    from src.utils.instantiators import instantiate_model
+    from src.models.build import fit_model_config, instantiate_model
 
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         # no validation and no plateau schedule: the clock sees training batches only
