@@ -38,18 +38,14 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     from lightning import Callback, LightningDataModule, LightningModule, Trainer
     from lightning.pytorch.loggers import Logger
 
-    from src.models.build import fit_model_config
+    from src.models.build import fit_model_config, instantiate_model
     from src.utils.checkpoints import resolve_ckpt_path
     from src.utils.checks import (
         check_model_matches_data,
         described_without_files,
         prepare_data_early,
     )
-    from src.utils.instantiators import (
-        instantiate_callbacks,
-        instantiate_loggers,
-        instantiate_model,
-    )
+    from src.utils.instantiators import instantiate_callbacks, instantiate_loggers
     from src.utils.logging_utils import log_hyperparameters
 
     ckpt_path = resolve_ckpt_path(cfg)

@@ -26,6 +26,7 @@ from torch import nn
 
 rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
 
+from src.models.build import load_model_from_checkpoint  # noqa: E402
 from src.utils import (  # noqa: E402
     RankedLogger,
     extras,
@@ -34,7 +35,6 @@ from src.utils import (  # noqa: E402
     task_wrapper,
 )
 from src.utils.hydra_help import speed_up_help  # noqa: E402
-from src.utils.instantiators import load_model_from_checkpoint  # noqa: E402
 from src.utils.utils import require_values  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)

@@ -41,6 +41,7 @@ from src.data.components.image_folder import (  # noqa: E402
     check_image_pixels,
 )
 from src.data.components.memory import InMemoryImages, keep_batch  # noqa: E402
+from src.models.build import load_model_from_checkpoint  # noqa: E402
 from src.utils import (  # noqa: E402
     RankedLogger,
     extras,
@@ -49,11 +50,8 @@ from src.utils import (  # noqa: E402
     task_wrapper,
 )
 from src.utils.hydra_help import speed_up_help  # noqa: E402
-from src.utils.instantiators import (  # noqa: E402
-    check_trusted_targets,
-    load_model_from_checkpoint,
-)
 from src.utils.local_paths import localize_paths  # noqa: E402
+from src.utils.trusted_targets import check_trusted_config  # noqa: E402
 from src.utils.utils import require_values  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
@@ -204,7 +202,7 @@ def split_data(cfg: DictConfig, metadata: dict[str, Any], split: str) -> tuple[A
             raise ValueError(
                 f"{cfg.ckpt_path} stores no datamodule config; pass one, e.g. data=mnist."
             )
-        check_trusted_targets(data_cfg, f"The data config stored in {cfg.ckpt_path}")
+        check_trusted_config(data_cfg, f"The data config stored in {cfg.ckpt_path}")
         stored = {k: v for k, v in data_cfg.items() if k not in overrides}
         data_cfg = localize_paths(stored, cfg.paths.root_dir, cfg.paths.data_dir) | overrides
     # One pass over the split: decoded into memory once, batches normalized on the CPU.

@@ -13,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from src.models.build import instantiate_model
 from src.models.classifier_module import ClassifierLitModule
 from src.models.components.convnext_v2 import ConvNeXtV2
 from src.models.components.heads import MultiHead
@@ -20,7 +21,6 @@ from src.models.components.simple_cnn import SimpleCNN
 from src.models.components.simple_dense_net import SimpleDenseNet
 from src.models.components.simple_efficientnet import SimpleEfficientNet
 from src.models.components.vision_transformer import VisionTransformer
-from src.utils.instantiators import instantiate_model
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 MODEL_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))

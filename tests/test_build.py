@@ -7,8 +7,7 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from src.models.build import fit_model_config
-from src.utils.instantiators import instantiate_model
+from src.models.build import fit_model_config, instantiate_model
 from tests.conftest import _tune_for_tests, compose_config
 
 MNIST_LIKE = SimpleNamespace(input_shape=(1, 28, 28), heads={"label": 10})

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import torch
 
+from src.models.build import load_model_from_checkpoint
 from src.models.classifier_module import METADATA_KEY
 from src.utils.checkpoints import validate_checkpoint
-from src.utils.instantiators import load_model_from_checkpoint
 from src.utils.local_paths import LOCAL_PATH, localize_paths, portable_paths
 from src.utils.trusted_targets import UntrustedTargetError, check_trusted_config, trusted_kind
 

@@ -70,15 +70,15 @@ def test_data_problems_fail_before_the_model_is_built(tmp_path: Path, monkeypatc
     """A corrupt image is found while the data is decoded, before model and Trainer exist."""
     from hydra.core.hydra_config import HydraConfig
 
+    import src.models.build
     import src.train
-    import src.utils.instantiators
     from src.data.components.image_folder import ImageFolderError
     from tests.helpers.cifar_files import write_image_folder
 
     write_image_folder(tmp_path / "images", ("cat", "dog"), {"train": 4, "test": 2})
     (tmp_path / "images" / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
     monkeypatch.setattr(
-        src.utils.instantiators, "instantiate_model", lambda *a: pytest.fail("model built")
+        src.models.build, "instantiate_model", lambda *a: pytest.fail("model built")
     )
     cfg = compose_config(
         "train.yaml",

@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from src.export import export
-from src.utils.instantiators import load_model_from_checkpoint
+from src.models.build import load_model_from_checkpoint
 from tests.conftest import MULTIHEAD, compose_config
 
 needs_onnxruntime = pytest.mark.skipif(
@@ -117,7 +117,7 @@ def test_export_rejects_unknown_format(single_ckpt: Path, tmp_path: Path) -> Non
 def test_every_architecture_exports(model: str, tmp_path: Path) -> None:
     """Each backbone (untrained) exports to both formats with equal outputs."""
     from src.export import export_onnx, export_torch
-    from src.utils.instantiators import instantiate_model
+    from src.models.build import instantiate_model
 
     module = instantiate_model(compose_config("train.yaml", [f"model={model}"]).model).eval()
     meta = {"input_shape": [1, 28, 28], "heads": dict(module.heads)}

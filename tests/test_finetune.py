@@ -312,7 +312,7 @@ def test_experiments_run_a_few_batches(experiment: str, tmp_path: Path) -> None:
         groups = objects["trainer"].optimizers[0].param_groups
         assert [g["lr"] > 0 for g in groups] == [True, True, True]  # rest, head, backbone
         # The checkpoint rebuilds without the starting-weights file (gone on other machines).
-        from src.utils.instantiators import load_model_from_checkpoint
+        from src.models.build import load_model_from_checkpoint
 
         weights.unlink()
         last = tmp_path / "checkpoints" / "last.ckpt"

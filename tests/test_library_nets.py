@@ -12,8 +12,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
+from src.models.build import instantiate_model
 from src.models.components.library_nets import TimmNet, TorchvisionNet, fitting_patch_size
-from src.utils.instantiators import instantiate_model
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 MNIST_LIKE = ((1, 28, 28), 10)

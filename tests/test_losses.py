@@ -57,3 +57,48 @@ def test_default_and_missing_target() -> None:
     assert isinstance(instantiate_criterion(None), nn.CrossEntropyLoss)
     with pytest.raises(ValueError, match="_target_"):
         instantiate_criterion({"weight": [1.0]})
+
+
+class CountingLoss(nn.CrossEntropyLoss):
+    """Cross-entropy that counts its calls and the class counts it was called with."""
+
+    calls: list[int] = []
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        CountingLoss.calls.append(int(input.shape[-1]))
+        return super().forward(input, target)
+
+
+ONES = "[" + ",".join(["1.0"] * 10) + "]"
+
+
+def test_the_loss_is_built_by_the_module_and_checked_once() -> None:
+    """From config to a model checked against its data, each head's loss runs once: the dry run
+    on the head's class count covers the model/data check; list weights become tensors."""
+    from src.data.mnist_datamodule import MNISTDataModule
+    from src.models.build import instantiate_model
+    from src.utils.checks import check_model_matches_data
+    from tests.conftest import compose_config
+
+    cfg = compose_config(
+        "train.yaml",
+        [
+            "model.criterion._target_=tests.test_losses.CountingLoss",
+            f"+model.criterion.weight={ONES}",
+        ],
+    )
+    CountingLoss.calls.clear()
+    model = instantiate_model(cfg.model)
+    assert CountingLoss.calls == [10]
+    assert model.criteria["label"].checked_classes == {10}
+    assert torch.equal(model.criteria["label"].criterion.weight, torch.ones(10))
+    check_model_matches_data(model, MNISTDataModule(data_dir="unused"))
+    assert CountingLoss.calls == [10]
+
+
+def test_a_class_count_not_yet_checked_is_run_and_named() -> None:
+    loss = ClassificationLoss(nn.CrossEntropyLoss(weight=torch.ones(3)), num_classes=10)
+    assert loss.checked_classes == {3}  # the weight's length: the head's problem, named below
+    with pytest.raises(ValueError, match=r"head 'digit'.*10 classes.*one value per class, here 10"):
+        loss.check_classes(10, "digit")
+    ClassificationLoss(nn.CrossEntropyLoss(), num_classes=7).check_classes(7, "label")

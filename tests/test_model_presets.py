@@ -18,10 +18,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from src.models.build import SHAPE_RULES, fit_model_config
+from src.models.build import SHAPE_RULES, fit_model_config, instantiate_model
 from src.models.classifier_module import METADATA_KEY
 from src.utils.checks import check_model_matches_data
-from src.utils.instantiators import instantiate_model
 from tests.conftest import CONFIGS, ROOT, _tune_for_tests, compose_config
 from tests.helpers.cifar_files import write_cifar10
 from tests.test_architectures import FAMILY_CONFIGS, MODELS, count, dataset_of

@@ -21,11 +21,11 @@ from src.data.components import mnist_attributes as mh
 from src.data.components.mnist_source import load_mnist, raw_dir
 from src.data.mnist_datamodule import MNISTDataModule
 from src.eval import evaluate
+from src.models.build import instantiate_model
 from src.models.classifier_module import ClassifierLitModule
 from src.models.components.heads import MultiHead
 from src.models.components.simple_cnn import SimpleCNN
 from src.train import train
-from src.utils.instantiators import instantiate_model
 from tests.conftest import ROOT, _tune_for_tests, compose_config
 
 MNIST_HEADS = {"digit": 10, "thickness": 5, "smoothness": 3}

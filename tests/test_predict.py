@@ -21,9 +21,9 @@ from PIL import Image
 from src.data.cifar10_datamodule import CIFAR10DataModule
 from src.data.components.image_folder import ImageTooLargeError
 from src.data.components.mnist_source import load_mnist, raw_dir
+from src.models.build import load_model_from_checkpoint
 from src.models.classifier_module import METADATA_KEY, head_class_names
 from src.predict import SPLIT_PREFIX, ImageFiles, predict, split_data
-from src.utils.instantiators import load_model_from_checkpoint
 from tests.conftest import MULTIHEAD, ROOT, compose_config
 from tests.helpers.cifar_files import CIFAR10_CLASSES, write_cifar10
 from tests.helpers.huge_png import write_huge_png

@@ -18,9 +18,9 @@ from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from src.callbacks.weight_averaging import EMA, SWA
+from src.models.build import load_model_from_checkpoint
 from src.models.classifier_module import ClassifierLitModule
 from src.models.components.schedulers import WarmupCosineLR
-from src.utils.instantiators import load_model_from_checkpoint
 from src.utils.trusted_targets import trusted_kind
 from src.utils.utils import RunInterrupted
 from tests.conftest import SMALL_SPLIT, _tune_for_tests, compose_config

@@ -232,7 +232,7 @@ def test_switches_are_off_by_default_and_set_from_the_command_line(tmp_path: Pat
     from hydra.utils import instantiate
     from torchvision.transforms import v2
 
-    from src.utils.instantiators import instantiate_model
+    from src.models.build import instantiate_model
     from tests.conftest import compose_config
 
     base = ["model=cifar10_cnn_3.3m", "data=cifar10", f"data.data_dir={tmp_path}"]

@@ -133,7 +133,7 @@ def plain_run(
     import hydra
     import lightning as L
 
-    from src.utils.instantiators import instantiate_model
+    from src.models.build import instantiate_model
 
     train, test = datamodule.data_train, datamodule.data_test
     mean = datamodule.transform.mean.to(device)

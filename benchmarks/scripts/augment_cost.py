@@ -51,7 +51,7 @@ def images_per_s(overrides: list[str], args: argparse.Namespace, device: torch.d
     import lightning as L
 
     from benchmarks.lib.clocks import StepClock, accelerator, bare_trainer
-    from src.utils.instantiators import instantiate_model
+    from src.models.build import instantiate_model
 
     n_train = args.batch_size * (args.warmup + args.steps)
     cfg = compose_model(

@@ -85,7 +85,7 @@ def template_run(
     from lightning import Callback
 
     from benchmarks.lib.clocks import AccuracyClock, StepClock, accelerator, bare_trainer
-    from src.utils.instantiators import instantiate_model
+    from src.models.build import instantiate_model
 
     def trainer(**kwargs: Any) -> L.Trainer:
         return bare_trainer(

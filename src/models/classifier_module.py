@@ -74,8 +74,10 @@ class ClassifierLitModule(LightningModule):
     :param net: Network mapping images to logits (tensor) or to ``{head: logits}``.
     :param optimizer: Partial optimizer; called with the parameters.
     :param scheduler: Optional partial LR scheduler; called with the optimizer.
-    :param criterion: Loss for every head (default ``CrossEntropyLoss``); any ``torch.nn`` loss.
-    :param criteria: Per-head losses ``{head: loss}``; heads left out use ``criterion``.
+    :param criterion: Loss for every head (default ``CrossEntropyLoss``): any ``torch.nn`` loss,
+        or its config (list-valued ``weight``/``pos_weight`` become tensors).
+    :param criteria: Per-head losses or loss configs ``{head: loss}``; heads left out use
+        ``criterion``.
     :param loss_weights: Per-head weights of the total loss; missing heads weigh 1.0.
     :param compile: Compile the network with ``torch.compile`` before fitting.
     :param channels_last: Use channels-last memory format (faster convolutions with bf16).
@@ -136,13 +138,15 @@ class ClassifierLitModule(LightningModule):
         criteria = dict(criteria or {})
         self._check_head_names("criteria", criteria)
         self._check_head_names("loss_weights", loss_weights or {})
+        # The one place losses are built from their configs (instantiate_model passes them
+        # here unbuilt) and dry-run, on each head's class count.
         default = instantiate_criterion(criterion)
         self.criteria = nn.ModuleDict(
             {
                 h: ClassificationLoss(
-                    instantiate_criterion(criteria[h]) if h in criteria else default
+                    instantiate_criterion(criteria[h]) if h in criteria else default, n
                 )
-                for h in self.heads
+                for h, n in self.heads.items()
             }
         )
         self.loss_weights = {h: float((loss_weights or {}).get(h, 1.0)) for h in self.heads}
@@ -170,7 +174,7 @@ class ClassifierLitModule(LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # resumed runs keep their best accuracy
 
-        #: Plain ``cfg.model`` (set by :func:`~src.utils.instantiators.instantiate_model`);
+        #: Plain ``cfg.model`` (set by :func:`~src.models.build.instantiate_model`);
         #: saved in checkpoints so the module can be rebuilt without the training config.
         self.model_config: dict[str, Any] | None = None
         #: The metadata of the checkpoint this module was loaded from, if any.

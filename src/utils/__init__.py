@@ -1,6 +1,11 @@
 """Utilities every layer stands on. Light names are imported at once; the ones that need torch
 and Lightning (instantiators, hyperparameter logging) on first use, so that an entry point can
-answer ``--help`` before the heavy libraries load."""
+answer ``--help`` before the heavy libraries load.
+
+``instantiate_model`` and ``load_model_from_checkpoint`` live in :mod:`src.models.build`, beside
+the models they build. They stay importable from here (``from src.utils import
+instantiate_model``, as in the original template) through the name map below, resolved on first
+use only: this package never imports ``src.models`` itself, so it stays the ground floor."""
 
 from importlib import import_module
 from typing import Any
@@ -26,6 +31,7 @@ __all__ = [
     "instantiate_callbacks",
     "instantiate_loggers",
     "instantiate_model",
+    "load_model_from_checkpoint",
     "log_hyperparameters",
     "print_config_tree",
     "task_wrapper",
@@ -35,8 +41,10 @@ __all__ = [
 _LAZY = {
     "instantiate_callbacks": "src.utils.instantiators",
     "instantiate_loggers": "src.utils.instantiators",
-    "instantiate_model": "src.utils.instantiators",
     "log_hyperparameters": "src.utils.logging_utils",
+    # Compatibility names of the original template's API; the one reference upward, by name.
+    "instantiate_model": "src.models.build",
+    "load_model_from_checkpoint": "src.models.build",
 }
 
 

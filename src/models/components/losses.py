@@ -19,7 +19,10 @@ checkpoint saves, so mixed runs resume exactly.
 
 Losses that need targets of another form (pairs of embeddings, triplets, sequences, multi-label
 index lists, ...) cannot be adapted: :class:`ClassificationLoss` rejects them when it is built,
-by name and by a dry run on a tiny batch, with a message listing the supported forms.
+by name and by a dry run on a tiny batch, with a message listing the supported forms. The dry
+run uses the head's class count when the module passes it, so the model/data check
+(:meth:`ClassificationLoss.check_classes`) only runs the loss again for a class count it has
+not seen (a class ``weight`` of another length than the head's classes).
 """
 
 import warnings
@@ -89,9 +92,11 @@ class ClassificationLoss(nn.Module):
     """Apply ``criterion`` to logits ``(B, C)`` and integer targets ``(B,)``.
 
     :param criterion: Any loss module from ``torch.nn`` (or one with the same call signature).
+    :param num_classes: The head's class count, for the dry run; a per-class ``weight`` sets it
+        otherwise (3 if neither), and a mismatch of the two is left to :meth:`check_classes`.
     """
 
-    def __init__(self, criterion: nn.Module):
+    def __init__(self, criterion: nn.Module, num_classes: int | None = None):
         super().__init__()
         self.criterion = criterion
         kind = type(criterion)
@@ -99,9 +104,23 @@ class ClassificationLoss(nn.Module):
             (form for cls, form in _PREDICTION_FORM.items() if issubclass(kind, cls)), "logits"
         )
         self.one_hot_target = issubclass(kind, _ONE_HOT_TARGET)
-        self._dry_run()
+        #: Class counts the loss has been run on without error (the dry run's, then the checks').
+        self.checked_classes: set[int] = set()
+        self._dry_run(num_classes)
 
-    def _dry_run(self) -> None:
+    def _run_on(self, classes: int) -> Any:
+        """The loss of fixed logits ``(classes + 1, classes)`` and integer targets, computed
+        without gradients or warnings on the device of the criterion's buffers."""
+        device = next(self.buffers(), torch.empty(0)).device
+        # Fixed values: drawing random ones would shift the seeded global RNG; batch size !=
+        # classes, so a loss that wrongly broadcasts (B,) targets against (B, C) logits fails.
+        logits = torch.linspace(-2.0, 2.0, (classes + 1) * classes, device=device)
+        target = torch.arange(classes + 1, device=device) % classes
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. KLDivLoss's reduction advice, seen later
+            return self(logits.reshape(classes + 1, classes), target)
+
+    def _dry_run(self, num_classes: int | None) -> None:
         """Reject losses that need other targets now, not at the first training step."""
         kind = type(self.criterion)
         reason = next((why for cls, why in _UNSUPPORTED.items() if issubclass(kind, cls)), None)
@@ -110,24 +129,22 @@ class ClassificationLoss(nn.Module):
                 f"{kind.__name__} {reason}, so it cannot train a classifier from one class "
                 f"index per image. Supported loss forms: {SUPPORTED_FORMS}."
             )
-        # Class count from a per-class weight if there is one; batch size != classes, so a
-        # loss that wrongly broadcasts (B,) targets against (B, C) logits fails here.
+        # Class count from a per-class weight if there is one: a weight of the wrong length is
+        # the head's problem, reported by check_classes with the head's name.
         weight = next(
             (w for w in (getattr(self.criterion, a, None) for a in _TENSOR_ARGS) if w is not None),
             None,
         )
-        classes = int(weight.numel()) if isinstance(weight, torch.Tensor) and weight.ndim else 3
-        # Fixed values: drawing random ones would shift the seeded global RNG.
-        logits = torch.linspace(-2.0, 2.0, (classes + 1) * classes).reshape(classes + 1, classes)
-        target = torch.arange(classes + 1) % classes
+        if isinstance(weight, torch.Tensor) and weight.ndim:
+            classes = int(weight.numel())
+        else:
+            classes = num_classes or 3
         try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # e.g. KLDivLoss's reduction advice, seen later
-                loss = self(logits, target)
+            loss = self._run_on(classes)
         except Exception as err:  # noqa: BLE001 - any failure means the loss does not fit
             raise UnsupportedLossError(
-                f"{self.criterion!r} fails on classification logits {tuple(logits.shape)} with "
-                f"class-index targets {tuple(target.shape)} ({type(err).__name__}: "
+                f"{self.criterion!r} fails on classification logits {(classes + 1, classes)} "
+                f"with class-index targets {(classes + 1,)} ({type(err).__name__}: "
                 f"{str(err).splitlines()[0] if str(err) else ''}). Supported loss forms: "
                 f"{SUPPORTED_FORMS}."
             ) from err
@@ -137,6 +154,23 @@ class ClassificationLoss(nn.Module):
                 f"{self.criterion!r} returns {shape}, not one number per batch; use "
                 "reduction='mean' (or 'sum'/'batchmean'), not 'none'."
             )
+        self.checked_classes.add(classes)
+
+    def check_classes(self, num_classes: int, head: str) -> None:
+        """Raise ``ValueError`` naming ``head`` if the loss fails on ``num_classes`` classes
+        (e.g. a class ``weight`` with another number of values); a class count already run
+        without error is not run again."""
+        if num_classes in self.checked_classes:
+            return
+        try:
+            self._run_on(num_classes)
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            raise ValueError(
+                f"The loss of head '{head}' ({self.criterion!r}) fails on this model's "
+                f"{num_classes} classes: {type(err).__name__}: {str(err).splitlines()[0]}. Check "
+                f"its arguments (a class `weight` needs one value per class, here {num_classes})."
+            ) from err
+        self.checked_classes.add(num_classes)
 
     def check_soft_targets(self, where: str) -> None:
         """Fail now, naming config key ``where``, if the criterion cannot take probabilities.
