@@ -32,7 +32,13 @@ MNIST_HEADS = {"digit": 10, "thickness": 5, "smoothness": 3}
 DATA_DIR = ROOT / "data"
 COMPONENTS = ROOT / "src" / "models" / "components"
 #: Component files that hold shared pieces rather than backbones.
-NOT_BACKBONES = {"__init__", "heads", "losses", "schedulers", "weight_files"}  # files that hold no network
+NOT_BACKBONES = {
+    "__init__",
+    "heads",
+    "losses",
+    "schedulers",
+    "weight_files",
+}  # files that hold no network
 
 
 # ------------------------------------------------------------------ helpers

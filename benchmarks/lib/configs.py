@@ -32,8 +32,7 @@ def compose_model(model: str, overrides: list[str]) -> Any:
 def fitted_model(model_cfg: Any, data: Any) -> Any:
     """The LightningModule of ``model_cfg`` with its unset shape keys filled from ``data``
     (anything with ``input_shape`` and ``heads``), as ``src/train.py`` builds it."""
-    from src.models.build import fit_model_config
-    from src.models.build import instantiate_model
+    from src.models.build import fit_model_config, instantiate_model
 
     return instantiate_model(fit_model_config(model_cfg, data))
 
