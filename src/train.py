@@ -10,7 +10,7 @@ import hydra
 import rootutils
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
 # setup_root: finds the folder with ".project-root", adds it to PYTHONPATH (so `src` imports work
@@ -56,59 +56,15 @@ def fit_and_test(cfg: DictConfig, ckpt_path: str | None) -> tuple[dict[str, Any]
     """Build everything from ``cfg``, fit (from ``ckpt_path`` if given), then test."""
     import lightning as L
     import torch
-    from lightning import Callback, LightningDataModule, LightningModule, Trainer
-    from lightning.pytorch.loggers import Logger
 
-    from src.models.build import fit_model_config, instantiate_model
-    from src.utils.checks import (
-        check_model_matches_data,
-        described_without_files,
-        prepare_data_early,
-    )
-    from src.utils.instantiators import instantiate_callbacks, instantiate_loggers
-    from src.utils.logging_utils import log_hyperparameters
+    from src.run_setup import build_run
 
     torch.set_float32_matmul_precision("high")
     if cfg.get("seed") is not None:  # seed 0 is a valid seed
         L.seed_everything(cfg.seed, workers=True)
 
-    log.info(f"Instantiating datamodule <{cfg.data._target_}>")
-    datamodule: LightningDataModule = hydra.utils.instantiate(cfg.data)
-
-    # Data problems fail before the model and Trainer are built; a model that does not fit data
-    # described by class attributes alone fails even before the data is fetched.
-    check_first = described_without_files(datamodule)
-    if not check_first:
-        prepare_data_early(datamodule, "fit")
-
-    log.info(f"Instantiating model <{cfg.model._target_}>")
-    with open_dict(cfg):  # unset shape arguments (model=timm, ...) follow the data
-        cfg.model = fit_model_config(cfg.model, datamodule)
-    model: LightningModule = instantiate_model(cfg.model)
-    check_model_matches_data(model, datamodule)  # fail now, not mid-run
-    if check_first:
-        prepare_data_early(datamodule, "fit")
-
-    log.info("Instantiating callbacks...")
-    callbacks: list[Callback] = instantiate_callbacks(cfg.get("callbacks"))
-
-    log.info("Instantiating loggers...")
-    logger: list[Logger] = instantiate_loggers(cfg.get("logger"))
-
-    log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
-    trainer: Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
-
-    object_dict = {
-        "cfg": cfg,
-        "datamodule": datamodule,
-        "model": model,
-        "callbacks": callbacks,
-        "logger": logger,
-        "trainer": trainer,
-    }
-    if logger:
-        log.info("Logging hyperparameters!")
-        log_hyperparameters(object_dict)
+    object_dict = build_run(cfg, "fit")
+    datamodule, model, trainer = (object_dict[k] for k in ("datamodule", "model", "trainer"))
 
     if cfg.get("train"):
         log.info("Starting training!")

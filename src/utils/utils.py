@@ -172,7 +172,24 @@ def freeze_imported_objects() -> None:
     interpreter exit, which costs 1.5-2 s per process on a small CPU. Call it once, after the
     imports, at the start of a command-line entry point.
     """
+    global _FROZE_AT_START
     gc.freeze()
+    _FROZE_AT_START = True
+
+
+_FROZE_AT_START = False  # set by the entry points; library callers (tests, notebooks) never freeze
+
+
+def freeze_late_imports() -> None:
+    """Freeze again after the libraries an entry point imports only when its task starts.
+
+    The entry points import torch and Lightning lazily (so ``--help`` answers at once), which is
+    after their first :func:`freeze_imported_objects`; without a second freeze those objects
+    would be rescanned during the run and at exit. Does nothing in processes that did not
+    freeze at start, so in-process callers keep a normal garbage collector.
+    """
+    if _FROZE_AT_START:
+        gc.freeze()
 
 
 def require_values(cfg: DictConfig, hints: dict[str, str]) -> None:
