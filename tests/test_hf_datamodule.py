@@ -18,7 +18,7 @@ datasets = pytest.importorskip(
 )
 
 from src.data.components.sources import SourceError  # noqa: E402
-from src.data.hf_datamodule import HFDataModule, HFSource  # noqa: E402
+from src.data.hf_datamodule import HFDataModule, HFSource, check_hub_reachable  # noqa: E402
 from tests.conftest import train_tiny  # noqa: E402
 
 CLASSES = ["cat", "dog", "bird"]
@@ -222,6 +222,9 @@ def test_unreachable_hub_fails_within_the_timeout(
     ):
         HFSource("someone/no-such-dataset", cache_dir=tmp_path, hub_timeout=2)
     assert time.perf_counter() - start < 5
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # through a proxy: not checked here
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    check_hub_reachable("someone/no-such-dataset", timeout=2)
 
 
 def test_missing_extra_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ data, never code. The splits ``train``, ``validation`` (or ``valid``, ``val``, `
 
 import socket
 import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -311,13 +312,15 @@ def check_hub_reachable(path: str, timeout: float | None) -> None:
     """Fail in ``timeout`` seconds, naming the hub and the fix, when hub id ``path`` cannot be
     fetched because the hub is unreachable (the library would retry for about 25 s).
 
-    Skipped when ``timeout`` is ``None`` or ``HF_HUB_OFFLINE`` is set (then the cache answers).
+    Skipped when ``timeout`` is ``None``, ``HF_HUB_OFFLINE`` is set (then the cache answers) or
+    a proxy is configured (the hub is then reached through it, not directly).
     """
     import huggingface_hub.constants as hub
 
-    if timeout is None or hub.HF_HUB_OFFLINE:
-        return
     url = urllib.parse.urlsplit(hub.ENDPOINT)
+    proxies = urllib.request.getproxies()
+    if timeout is None or hub.HF_HUB_OFFLINE or proxies.get(url.scheme) or proxies.get("all"):
+        return
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         socket.create_connection((url.hostname, port), timeout=timeout).close()

@@ -173,7 +173,7 @@ class AugmentSpec:
 
     @classmethod
     def from_config(cls, augment: "Mapping[str, Any] | AugmentSpec | None") -> "AugmentSpec":
-        """The spec of a ``data.augment`` mapping (``None``: no augmentation), with one clear
+        """The parsed ``data.augment`` mapping (``None``: no augmentation), with one clear
         error for a misspelt key."""
         if isinstance(augment, AugmentSpec):
             return augment

@@ -57,7 +57,7 @@ class BatchTransform(nn.Module):
     """Turn a uint8 batch ``(B, C, H, W)`` into a normalized float batch, augmenting if asked.
 
     Crop and flip are tensor operations on the whole batch, the affine transform one
-    ``grid_sample``; the policy and erasing are the spec's v2 operations, image by image.
+    ``grid_sample``; the policy and erasing are the :class:`AugmentSpec`'s v2 operations, image by image.
 
     :param mean: Per-channel mean of the [0, 1]-scaled data.
     :param std: Per-channel standard deviation of the [0, 1]-scaled data.
@@ -74,7 +74,9 @@ class BatchTransform(nn.Module):
     ) -> None:
         super().__init__()
         if spec is not None and augment:
-            raise ValueError(f"BatchTransform takes a spec or augment keys, not both: {augment}")
+            raise ValueError(
+                f"BatchTransform takes an AugmentSpec or augment keys, not both: {augment}"
+            )
         self.register_buffer(
             "mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
         )
@@ -85,7 +87,7 @@ class BatchTransform(nn.Module):
         self.policy = self.spec.policy_op()
         self.erasing = self.spec.erasing_op()
 
-    # The parsed keys, read from the spec (one definition for both pipelines).
+    # The parsed keys, read from the AugmentSpec so both pipelines share one meaning of each.
     crop_padding = _from_spec("crop_padding")
     hflip = _from_spec("hflip")
     degrees = _from_spec("degrees")
