@@ -113,5 +113,5 @@ def test_misspelt_key_is_named_on_the_per_sample_path_too() -> None:
 
 
 def test_spec_and_keys_together_are_refused() -> None:
-    with pytest.raises(ValueError, match="spec or augment keys"):
+    with pytest.raises(ValueError, match="AugmentSpec or augment keys, not both"):
         BatchTransform(MEAN, STD, spec=AugmentSpec(), hflip=True)
