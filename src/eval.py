@@ -52,6 +52,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 @report_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
+    check_config(cfg)  # first: a bad value is then all the output shows, not the config tree
     extras(cfg)
     evaluate(cfg)
 

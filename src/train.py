@@ -91,6 +91,7 @@ def fit_and_test(cfg: DictConfig, ckpt_path: str | None) -> tuple[dict[str, Any]
 @report_errors
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the value of ``optimized_metric`` for sweepers."""
+    check_config(cfg)  # first: a bad value is then all the output shows, not the config tree
     extras(cfg)
     metric_dict, _ = train(cfg)
     return get_metric_value(metric_dict=metric_dict, metric_name=cfg.get("optimized_metric"))

@@ -95,14 +95,15 @@ def test_data_problems_fail_before_the_model_is_built(tmp_path: Path, monkeypatc
 
 def test_command_line_error_is_one_message_before_heavy_imports(tmp_path: Path) -> None:
     """``python src/train.py data.batch_size=abc``: exit status 1, the message once, no
-    traceback, and torch never imported (the check runs before the training stack loads)."""
+    traceback, no config tree, and torch never imported (the check runs before the training
+    stack loads and before the tree is printed)."""
     import subprocess
     import sys
 
     probe = (
         "import runpy, sys, atexit; "
         "atexit.register(lambda: print('TORCH_LOADED' if 'torch' in sys.modules else 'NO_TORCH'));"
-        "sys.argv = ['src/train.py', 'data.batch_size=abc', 'extras.print_config=false', "
+        "sys.argv = ['src/train.py', 'data.batch_size=abc', "
         f"'hydra.run.dir={tmp_path}']; runpy.run_path('src/train.py', run_name='__main__')"
     )
     done = subprocess.run(
@@ -112,3 +113,4 @@ def test_command_line_error_is_one_message_before_heavy_imports(tmp_path: Path) 
     assert done.returncode == 1, output
     assert output.count("data.batch_size='abc' is not valid") == 1, output
     assert "Traceback" not in output and "NO_TORCH" in output, output
+    assert "CONFIG" not in output and len(output.splitlines()) <= 4, output
