@@ -1,4 +1,4 @@
-"""Speed work: the template-vs-plain benchmark script, the speedrun experiments, ``tta_flip``."""
+"""Speed work: the template-vs-plain benchmark script, the speedrun experiments, flip TTA."""
 
 import importlib.util
 import json
@@ -153,15 +153,17 @@ def test_cifar10_speedrun_fast_dev_run(tmp_path: Path) -> None:
         cfg.trainer.fast_dev_run = True
     metrics, objects = run(cfg)
     assert 0.0 <= metrics["test/acc"] <= 1.0
-    assert objects["model"].hparams.tta_flip and objects["datamodule"].transform.hflip
+    assert objects["model"].tta == "hflip" and objects["datamodule"].transform.hflip
 
 
-# ------------------------------------------------------------------ tta_flip
-def test_tta_flip_averages_image_and_mirror() -> None:
-    """In eval mode the logits are the mean over both views; training sees the image only."""
+# ------------------------------------------------------------------ flip TTA
+@pytest.mark.parametrize("switch", [{"tta": "hflip"}, {"tta_flip": True}])
+def test_tta_flip_averages_image_and_mirror(switch: dict) -> None:
+    """In eval mode the logits are the mean over both views; training sees the image only.
+    ``tta_flip=True``, the older spelling, does the same as ``tta="hflip"``."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 5, 6))
-    model = ClassifierLitModule(net, partial(torch.optim.SGD, lr=0.1), tta_flip=True)
+    model = ClassifierLitModule(net, partial(torch.optim.SGD, lr=0.1), **switch)
     x = torch.randn(2, 3, 4, 5)
     model.eval()
     expected = (net(x) + net(x.flip(-1))) / 2
@@ -187,7 +189,7 @@ def test_tta_flip_averages_every_head() -> None:
 
     net = TwoHeads()
     model = ClassifierLitModule(
-        net, partial(torch.optim.SGD, lr=0.1), tta_flip=True, num_classes=3
+        net, partial(torch.optim.SGD, lr=0.1), tta="hflip", num_classes=3
     ).eval()
     x = torch.randn(4, 1, 2, 4)
     out = model.forward_heads(x)

@@ -85,11 +85,12 @@ class ClassifierLitModule(LightningModule):
     :param primary_head: Head that ``val/acc_best`` follows (default: the first head).
     :param scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
     :param scheduler_monitor: Metric a ``ReduceLROnPlateau`` scheduler watches.
-    :param tta_flip: Test-time augmentation: outside training (validation, test, predict) the
-        logits are the mean of the network's logits for the images and their horizontal flips.
-        Only for data where a mirrored image keeps its label (CIFAR, not digits).
-    :param tta: Test-time augmentation by name: ``None`` (off) or ``"hflip"`` (the same as
-        ``tta_flip=True``).
+    :param tta_flip: The older spelling of ``tta="hflip"``, kept so configs and checkpoints
+        that use it still work.
+    :param tta: Test-time augmentation: ``None`` (off) or ``"hflip"``: outside training
+        (validation, test, predict) the logits are the mean of the network's logits for the
+        images and their horizontal flips. Only for data where a mirrored image keeps its label
+        (CIFAR, not digits).
     :param mix: MixUp/CutMix of training batches, ``{mixup_alpha: a, cutmix_alpha: b}`` (both:
         one of the two per batch); the loss sees the mixed class probabilities, the training
         accuracy the original labels. ``None``: no mixing.
@@ -122,6 +123,7 @@ class ClassifierLitModule(LightningModule):
                 f"model.tta={tta!r} is not a test-time augmentation; use one of {list(TTA_MODES)}"
                 " (null turns it off)."
             )
+        self.tta = "hflip" if tta_flip else tta
         # Only plain data goes into hparams so checkpoints load with weights_only=True.
         self.save_hyperparameters(
             logger=False, ignore=["net", "optimizer", "scheduler", "criterion", "criteria"]
@@ -206,12 +208,10 @@ class ClassifierLitModule(LightningModule):
     def forward_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run the network and always return ``{head: logits}``: the one place tensors become dicts.
 
-        With ``tta_flip`` (or ``tta="hflip"``) and the module in eval mode, each head's logits are
-        averaged over the images and their horizontal flips (one forward pass on the doubled
-        batch).
+        With ``tta="hflip"`` and the module in eval mode, each head's logits are averaged over
+        the images and their horizontal flips (one forward pass on the doubled batch).
         """
-        flip = self.hparams.get("tta_flip", False) or self.hparams.get("tta") == "hflip"
-        flip_views = flip and not self.training and x.ndim == 4
+        flip_views = self.tta == "hflip" and not self.training and x.ndim == 4
         out = self(torch.cat([x, x.flip(-1)]) if flip_views else x)
         heads = {self.primary_head: out} if isinstance(out, torch.Tensor) else out
         if flip_views:
