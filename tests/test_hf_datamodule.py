@@ -5,7 +5,9 @@ Every dataset here is written for real into ``tmp_path`` (PNG-encoded ``Image`` 
 """
 
 import io
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -345,3 +347,45 @@ def test_hostile_cells_are_refused(tmp_path: Path) -> None:
     cells = ImageCells("img", datasets.Image(), 1000)
     with pytest.raises(SourceError, match="URLs are not fetched"):
         cells.decode({"bytes": None, "path": "https://example.com/a.png"})
+
+
+def test_images_stored_by_path_are_read_only_inside_the_dataset(tmp_path: Path) -> None:
+    """A parquet file whose cells name an image by path alone (as ``to_parquet`` writes them):
+    read when the file is inside the dataset's folder, refused (naming the path) when it is
+    elsewhere on the machine or reached through a link."""
+    images, labels = make_images(4, 8, 3, 0)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for i, a in enumerate(images):
+        Image.fromarray(a).save(elsewhere / f"{i}.png")
+
+    def dataset(name: str, place: Callable[[Path, Path], None] | None) -> Path:
+        """``<name>/train.parquet`` + ``test.parquet``, whose cells name ``<name>/images/*.png``
+        (put there by ``place``), or the files of ``elsewhere`` when ``place`` is None."""
+        folder = tmp_path / name
+        (folder / "images").mkdir(parents=True)
+        files = [folder / "images" / f"{i}.png" for i in range(4)]
+        for i, file in enumerate(files):
+            if place:
+                place(elsewhere / f"{i}.png", file)
+        files = files if place else sorted(elsewhere.glob("*.png"))
+        cells = {"img": [{"bytes": None, "path": str(f)} for f in files], "fine_label": labels}
+        features = datasets.Features(
+            {"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=CLASSES)}
+        )
+        for split in ("train", "test"):
+            datasets.Dataset.from_dict(cells, features=features).to_parquet(
+                str(folder / f"{split}.parquet")
+            )
+        return folder
+
+    good = dataset("good", lambda source, file: shutil.copy(source, file))
+    decoded, _ = datamodule(tmp_path / "a", good, val_size=1).decoded()["splits"]["test"]
+    assert torch.equal(decoded[0], torch.from_numpy(images[0]).permute(2, 0, 1))
+
+    linked = dataset("linked", lambda source, file: file.symlink_to(source))
+    with pytest.raises(SourceError, match=r"stored by its path .*0\.png.* outside the dataset"):
+        datamodule(tmp_path / "b", linked, val_size=1)
+    moved = dataset("moved", None)
+    with pytest.raises(SourceError, match=r"stored by its path .*elsewhere.* outside the dataset"):
+        datamodule(tmp_path / "c", moved, val_size=1)

@@ -127,7 +127,10 @@ class HFSource(Source):
                     f"The {split} split ({role}) lacks the columns {sorted(missing)}; it has "
                     f"{list(self.dataset[split].features)}. Choose splits with data.splits."
                 )
-        self.cells = ImageCells(self.image_column, features[self.image_column], max_image_pixels)
+        roots = image_roots(self.path, data_files, load_kwargs, cache_dir)
+        self.cells = ImageCells(
+            self.image_column, features[self.image_column], max_image_pixels, roots
+        )
         self._class_names = [str(c) for c in class_names] if class_names else None
         self._label_map: dict | None = None
         self._init_labels(features[self.label_column])
@@ -331,6 +334,32 @@ def check_hub_reachable(path: str, timeout: float | None) -> None:
             "(on a machine with network, datasets.load_dataset(...).save_to_disk(folder), then "
             "data.path=<that folder>), or set HF_HUB_OFFLINE=1 if it is in the Hugging Face cache."
         ) from err
+
+
+def image_roots(
+    path: str, data_files: Any, load_kwargs: Mapping[str, Any] | None, cache_dir: Any
+) -> list[Path]:
+    """The folders the user named: where images stored by path alone may be read from.
+
+    ``data.path`` (a folder, or a file's folder), the folders of ``data.data_files`` (up to the
+    first wildcard), ``data.kwargs.data_dir`` and the Hugging Face cache.
+    """
+    named: list[Any] = [path, (load_kwargs or {}).get("data_dir"), cache_dir]
+    files = data_files.values() if isinstance(data_files, Mapping) else [data_files]
+    for entry in files:
+        named.extend([entry] if entry is None or isinstance(entry, str | Path) else list(entry))
+    roots = []
+    for item in map(str, filter(None, named)):
+        if "://" in item:
+            continue
+        fixed = item.split("*")[0].split("?")[0]  # a glob's folder is what precedes its wildcard
+        folder = Path(fixed if fixed == item or fixed.endswith("/") else Path(fixed).parent)
+        folder = folder.expanduser()
+        if folder.is_file():
+            folder = folder.parent
+        if folder.is_dir():  # a hub id names no local folder
+            roots.append(folder)
+    return roots
 
 
 def looks_local(path: str) -> bool:

@@ -3,13 +3,17 @@
 An ``Image`` feature stores encoded files (``{"bytes", "path"}``); they are read as raw arrow
 batches (``Image(decode=False)``) and decoded by torchvision's decoders (Pillow for formats
 they lack), after the header has been checked against a pixel limit, so that a hostile file
-cannot allocate gigabytes. Any other column (arrays of pixels) is read in numpy batches.
+cannot allocate gigabytes. An image stored by path alone is read only from inside the folders
+the user named (the dataset's own folder, its data files' folders, the cache), so a hostile
+dataset cannot make a run read files from elsewhere on the machine. Any other column (arrays of
+pixels) is read in numpy batches.
 """
 
 import io
 import logging
 import struct
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +36,14 @@ class ImageCells:
     :param column: The column's name.
     :param feature: Its ``datasets`` feature (``Image`` or an array/sequence feature).
     :param limit: Largest width x height decoded (``data.max_image_pixels``); ``None``: none.
+    :param roots: Folders an image stored by path alone may be read from (links resolved).
     """
 
-    def __init__(self, column: str, feature: Any, limit: int | None) -> None:
+    def __init__(
+        self, column: str, feature: Any, limit: int | None, roots: Sequence[Path] = ()
+    ) -> None:
         self.column, self.limit = column, limit
+        self.roots = [Path(r).expanduser().resolve() for r in roots]
         self.encoded = type(feature).__name__ == "Image"
 
     def raw(self, data: Any) -> Any:
@@ -65,8 +73,15 @@ class ImageCells:
                 f"Column {self.column}: an image has no bytes and its path {path!r} is not a local "
                 "file (URLs are not fetched). Store the image bytes in the dataset."
             )
-        check_pixels(Path(path), self.limit, path)
-        return Path(path).read_bytes()
+        file = Path(path).resolve()
+        if not any(file.is_relative_to(root) for root in self.roots):
+            raise SourceError(
+                f"Column {self.column}: an image is stored by its path {path!r}, which is outside "
+                f"the dataset's folders {[str(r) for r in self.roots]}; such files are not read. "
+                "Store the image bytes in the dataset, or keep the images inside its folder."
+            )
+        check_pixels(file, self.limit, path)
+        return file.read_bytes()
 
 
 def png_size(data: bytes) -> tuple[int, int] | None:
