@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.scripts import benchmark_cifar as suite
+from src.utils.experiment_names import experiment_aliases
 from tests.helpers.cifar_files import write_cifar10, write_cifar100
-from tests.helpers.experiments import experiment_aliases
 
 PLOTS = ("test_acc_vs_params.png", "test_acc_vs_time.png", "val_curves.png")
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from src.utils.config_checks import ConfigValueError, check_config
+from src.utils.experiment_names import canonical_experiments
 from tests.conftest import ROOT, compose_config
-from tests.helpers.experiments import canonical_experiments
 
 # Old names are aliases, composed and compared in test_experiment_names.py.
 EXPERIMENTS = canonical_experiments()

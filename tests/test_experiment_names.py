@@ -5,8 +5,8 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
+from src.utils.experiment_names import canonical_experiments, experiment_aliases
 from tests.conftest import compose_config
-from tests.helpers.experiments import canonical_experiments, experiment_aliases
 
 DATA = ("mnist", "cifar10", "cifar100", "cifar100_coarse")
 NETWORKS = ("sdn", "cnn", "convnext", "efficientnet", "vit", "resnet18", "multihead_cnn")

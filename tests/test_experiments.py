@@ -8,9 +8,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from src.train import train
+from src.utils.experiment_names import canonical_experiments
 from tests.conftest import ROOT, compose_config
 from tests.helpers.cifar_files import write_cifar10, write_cifar100
-from tests.helpers.experiments import canonical_experiments
 from tests.helpers.weight_files import write_timm_weights
 
 # Old names are aliases, composed and compared in test_experiment_names.py.

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
+from src.utils.experiment_names import experiment_aliases
 from tests.conftest import ROOT
-from tests.helpers.experiments import experiment_aliases
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
 

@@ -514,6 +514,16 @@ def test_find_last_checkpoint_picks_newest_of_same_experiment(tmp_path: Path) ->
     assert f"{cnn} (experiment=mnist_cnn)" in message and "no .hydra/hydra.yaml" in message
 
 
+def test_find_last_checkpoint_treats_an_old_name_as_its_new_name(tmp_path: Path) -> None:
+    """``cnn_mnist`` is an alias of ``mnist_cnn``: a run under either name resumes under both."""
+    old = _fake_run(tmp_path, "runs/2024-01-01_00-00-00", "cnn_mnist", 100)
+    assert find_last_checkpoint(tmp_path, "mnist_cnn") == old
+    new = _fake_run(tmp_path, "runs/2024-01-02_00-00-00", "mnist_cnn", 200)
+    assert find_last_checkpoint(tmp_path, "cnn_mnist") == new
+    with pytest.raises(FileNotFoundError, match="experiment=mnist_vit"):
+        find_last_checkpoint(tmp_path, "mnist_vit")
+
+
 def test_ckpt_path_last_resolves_with_the_runs_experiment(real_ckpt: Path, tmp_path: Path) -> None:
     from tests.conftest import compose_config
 

@@ -23,6 +23,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.utils import pylogger
+from src.utils.experiment_names import canonical_name
 from src.utils.trusted_targets import check_trusted_config
 
 log = pylogger.RankedLogger(__name__, rank_zero_only=True)
@@ -309,7 +310,8 @@ def find_last_checkpoint(
     """The newest ``<run>/checkpoints/last.ckpt`` under ``search_dir`` of ``experiment``.
 
     Runs (``runs/<time>``) and multirun jobs (``multiruns/<time>/<job>``) are searched; a run
-    belongs to an experiment when its ``.hydra/hydra.yaml`` records that ``experiment`` choice.
+    belongs to an experiment when its ``.hydra/hydra.yaml`` records that ``experiment`` choice
+    (an old name and its new name count as the same experiment).
     With ``cfg``, the run's saved ``model`` and ``data`` configs must also match it (see
     :func:`resume_mismatch`); newer runs that do not are skipped with a warning.
 
@@ -326,7 +328,7 @@ def find_last_checkpoint(
     mismatched = []
     for ckpt in found:
         known, choice = run_experiment(ckpt.parent.parent)
-        if not (known and choice == experiment):
+        if not (known and canonical_name(choice) == canonical_name(experiment)):
             others.append(
                 f"{ckpt} (experiment={choice if known else 'unknown: no .hydra/hydra.yaml'})"
             )

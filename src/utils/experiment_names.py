@@ -1,4 +1,8 @@
-"""The experiment configs by kind: the ones that hold a recipe, and the old names kept as aliases."""
+"""Experiment names: the configs that hold a recipe, and the old names kept as aliases.
+
+An old name stays usable as a config that only composes its new name, so a run started under
+either name is the same experiment (``ckpt_path=last`` finds it under both).
+"""
 
 from functools import cache
 from pathlib import Path
@@ -37,3 +41,8 @@ def canonical_experiments() -> list[str]:
     """Every experiment config that is not an alias, sorted."""
     aliases = experiment_aliases()
     return sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml") if p.stem not in aliases)
+
+
+def canonical_name(experiment: str | None) -> str | None:
+    """The name ``experiment`` is an alias of, or ``experiment`` itself."""
+    return experiment_aliases().get(experiment, experiment) if experiment else experiment
