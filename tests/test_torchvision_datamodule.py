@@ -111,6 +111,36 @@ def test_fashion_mnist_idx_files(fashion, monkeypatch: pytest.MonkeyPatch) -> No
         assert torch.equal(image, normalize(dm.data_test.images[i])) and label == test_labels[i]
 
 
+def test_qmnist_label_tables_take_the_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QMNIST keeps 8 int32 attributes per image (``idx2-int`` files, the class first): read
+    in one go, with the class as the label, as its own ``__getitem__`` gives it."""
+    raw = tmp_path / "QMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    written = {}
+    for split, n in (("train", 40), ("test", 12)):
+        images = rng.integers(0, 256, (n, 28, 28)).astype(np.uint8)
+        table = rng.integers(0, 5000, (n, 8)).astype(">i4")
+        table[:, 0] = rng.integers(0, 10, n)
+        write_idx(raw / f"qmnist-{split}-images-idx3-ubyte", images)
+        header = struct.pack(">I", 0x0C02) + struct.pack(">2I", *table.shape)  # 0x0C: int32
+        (raw / f"qmnist-{split}-labels-idx2-int").write_bytes(header + table.tobytes())
+        written[split] = (images, table[:, 0].astype(np.int64))
+
+    def per_sample(*args, **kwargs):
+        raise AssertionError("QMNIST holds arrays: read in one go, not sample by sample")
+
+    monkeypatch.setattr(sources, "stack_samples", per_sample)
+    dm = TorchvisionDataModule(dataset="QMNIST", data_dir=str(tmp_path), val_size=4, cache=False)
+    dm.setup()
+    images, labels = written["test"]
+    assert torch.equal(dm.data_test.images[:, 0], torch.from_numpy(images))
+    assert dm.data_test.labels.tolist() == labels.tolist()
+    assert dm.data_test.labels.tolist() == [y for _, y in dm.source.split("test")]
+
+
 def test_changed_files_decode_again(tmp_path: Path) -> None:
     """The cache key follows the files (names, sizes, times) and the settings, cheaply."""
     write_mnist_like(tmp_path, n_train=40, n_test=10)

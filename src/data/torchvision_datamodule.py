@@ -383,6 +383,8 @@ def array_split(data: Dataset, convert: ImageConverter) -> tuple[torch.Tensor, t
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
         return None
     labels = torch.as_tensor(np.asarray(labels)).to(torch.int64)
+    if labels.ndim == 2:  # QMNIST: a row of attributes per image, the class first
+        labels = labels[:, 0]
     if labels.ndim != 1 or len(labels) != len(images) or images.ndim not in (3, 4):
         return None
     if images.ndim == 3:
@@ -390,9 +392,11 @@ def array_split(data: Dataset, convert: ImageConverter) -> tuple[torch.Tensor, t
     elif images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):
         images = images.permute(0, 3, 1, 2)  # NHWC -> NCHW
     first_image, first_label = data[0]
-    if int(first_label) != int(labels[0]) or not torch.equal(
-        convert(first_image), convert.batch(images[:1])[0]
-    ):
+    try:
+        same_label = int(first_label) == int(labels[0])
+    except (TypeError, ValueError, RuntimeError):  # a target that is not one class index
+        return None
+    if not same_label or not torch.equal(convert(first_image), convert.batch(images[:1])[0]):
         return None
     return images, labels
 
