@@ -37,6 +37,9 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     check_config(cfg)  # checked before anything is built or imported
     from src.run_setup import build_run
     from src.utils.checkpoints import resolve_ckpt_path
+    from src.utils.pylogger import log_lightning_once
+
+    log_lightning_once()
 
     ckpt_path = resolve_ckpt_path(cfg)
     object_dict = build_run(cfg, "test")

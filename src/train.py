@@ -58,6 +58,9 @@ def fit_and_test(cfg: DictConfig, ckpt_path: str | None) -> tuple[dict[str, Any]
     import torch
 
     from src.run_setup import build_run
+    from src.utils.pylogger import log_lightning_once
+
+    log_lightning_once()
 
     torch.set_float32_matmul_precision("high")
     if cfg.get("seed") is not None:  # seed 0 is a valid seed

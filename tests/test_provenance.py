@@ -220,7 +220,8 @@ def test_secrets_never_appear_in_tree_logs_or_files(
 
 def test_cli_run_masks_secrets_in_hydra_files(tmp_path: Path) -> None:
     """Through `python src/train.py`: .hydra/config.yaml keeps the interpolation, and a
-    secret typed on the command line is masked in Hydra's files and run_info.yaml."""
+    secret typed on the command line is masked in Hydra's files and run_info.yaml. Lightning's
+    messages are printed once (not also by its own console handler) and reach train.log."""
     env = {"WANDB_API_KEY": API_KEY, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     command = [
         sys.executable,
@@ -230,6 +231,7 @@ def test_cli_run_masks_secrets_in_hydra_files(tmp_path: Path) -> None:
         "+trainer.fast_dev_run=true",
         "data.train_val_test_split=[256,64,64]",
         "extras.enforce_tags=false",
+        "seed=5",
         "~callbacks.rich_progress_bar",
         "+extras.api_key=${oc.env:WANDB_API_KEY}",
         f"+extras.auth_token={PASSWORD}",
@@ -237,6 +239,8 @@ def test_cli_run_masks_secrets_in_hydra_files(tmp_path: Path) -> None:
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert API_KEY not in result.stdout + result.stderr
+    assert (result.stdout + result.stderr).count("Seed set to 5") == 1
+    assert "Seed set to 5" in (tmp_path / "train.log").read_text()
     assert not _files_containing(tmp_path, [API_KEY, PASSWORD])
     saved = OmegaConf.load(tmp_path / ".hydra" / "config.yaml")
     assert OmegaConf.to_container(saved.extras)["api_key"] == "${oc.env:WANDB_API_KEY}"

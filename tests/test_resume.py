@@ -191,7 +191,7 @@ def test_sigkill_then_ckpt_path_last(tmp_path: Path) -> None:
     resumed = train_cli("resumed", "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (
-        f"resuming from {tmp_path}/train/runs/killed/checkpoints/last.ckpt"
+        f"ckpt_path=last: using {tmp_path}/train/runs/killed/checkpoints/last.ckpt"
         in resumed.stdout + resumed.stderr
     )
     full = train_cli("full")

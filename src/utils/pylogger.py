@@ -45,3 +45,19 @@ class RankedLogger(logging.LoggerAdapter):
                 self.logger.log(level, msg, *args, **kwargs)
         elif rank is None or current_rank == rank:
             self.logger.log(level, msg, *args, **kwargs)
+
+
+def log_lightning_once() -> None:
+    """Print each Lightning message once, through the handlers Hydra set up.
+
+    ``import lightning`` gives the package logger a console handler of its own. Imported after
+    Hydra has configured the root logger (train and eval import it when the task starts), its
+    loggers also propagate to the root, so every message would be printed twice; then
+    Lightning's own handler is dropped, and its messages also reach the run's log file.
+    """
+    import lightning
+
+    package_logger = logging.getLogger("lightning")
+    console = getattr(lightning, "_console", None)
+    if logging.getLogger().hasHandlers() and console in package_logger.handlers:
+        package_logger.removeHandler(console)
