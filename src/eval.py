@@ -21,8 +21,12 @@ from src.utils import (  # noqa: E402
 )
 from src.utils.config_checks import check_config  # noqa: E402
 from src.utils.hydra_help import speed_up_help  # noqa: E402
+from src.utils.utils import require_values  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)
+
+#: The key evaluation needs, with an example for the error that names it.
+REQUIRED = {"ckpt_path": "<run>/checkpoints/last.ckpt (or ckpt_path=last)"}
 
 
 @task_wrapper
@@ -32,8 +36,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     :param cfg: The composed Hydra config (``configs/eval.yaml``).
     :return: ``(metric_dict, object_dict)``.
     """
-    if not cfg.get("ckpt_path"):
-        raise ValueError("Evaluation needs a checkpoint: pass ckpt_path=/path/to/file.ckpt.")
+    require_values(cfg, REQUIRED)
     check_config(cfg)  # checked before anything is built or imported
     from src.run_setup import build_run
     from src.utils.checkpoints import resolve_ckpt_path
@@ -55,7 +58,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 @report_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    check_config(cfg)  # first: a bad value is then all the output shows, not the config tree
+    require_values(cfg, REQUIRED)  # first: the config tree cannot show a missing value
+    check_config(cfg)  # and a bad value is then all the output shows
     extras(cfg)
     evaluate(cfg)
 

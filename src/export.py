@@ -129,6 +129,10 @@ def max_difference(module: LightningModule, path: Path, fmt: str, images: torch.
     return max(float((exported[h] - expected[h]).abs().max()) for h in module.heads)
 
 
+#: The keys export needs, with an example of each for the error that names them.
+REQUIRED = {"ckpt_path": "<run>/checkpoints/last.ckpt"}
+
+
 @task_wrapper
 def export(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Export ``cfg.ckpt_path`` to ``cfg.format``; optionally check it against the module.
@@ -138,7 +142,7 @@ def export(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     fmt = str(cfg.format)
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r} is not one of {list(FORMATS)}.")
-    require_values(cfg, {"ckpt_path": "<run>/checkpoints/last.ckpt"})
+    require_values(cfg, REQUIRED)
     module, metadata = load_model_from_checkpoint(cfg.ckpt_path)
     if not metadata.get("input_shape"):
         raise ValueError(f"{cfg.ckpt_path} does not record the model's input shape.")
@@ -171,6 +175,7 @@ def export(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 @report_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
+    require_values(cfg, REQUIRED)  # before the config tree, which cannot show a missing value
     extras(cfg)
     export(cfg)
 

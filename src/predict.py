@@ -316,15 +316,17 @@ def run_predictions(
     return {h: torch.cat([b[h].float().cpu() for b in batches]) for h in batches[0]}
 
 
+#: The keys predict needs, with an example of each for the error that names them.
+REQUIRED = {"ckpt_path": "<run>/checkpoints/last.ckpt", "input": "<image|folder|split:test>"}
+
+
 @task_wrapper
 def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Predict ``cfg.input`` with ``cfg.ckpt_path``; write CSV and JSON to the run folder.
 
     :return: ``({"num_predictions": N}, objects)``; objects include ``rows`` and the file paths.
     """
-    require_values(
-        cfg, {"ckpt_path": "<run>/checkpoints/last.ckpt", "input": "<image|folder|split:test>"}
-    )
+    require_values(cfg, REQUIRED)
     module, metadata = load_model_from_checkpoint(cfg.ckpt_path)
     if not metadata.get("input_shape"):
         raise ValueError(f"{cfg.ckpt_path} does not record the model's input shape.")
@@ -353,6 +355,7 @@ def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 @report_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
+    require_values(cfg, REQUIRED)  # before the config tree, which cannot show a missing value
     extras(cfg)
     predict(cfg)
 

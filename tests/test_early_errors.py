@@ -569,3 +569,23 @@ def test_empty_tags_without_a_terminal_is_a_clear_error(cfg_train: DictConfig, m
     monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
     with pytest.raises(ValueError, match=r"tags=\[\] is empty and there is no terminal"):
         enforce_tags(cfg_train)
+
+
+@pytest.mark.parametrize(
+    "entry, arguments, message",
+    [
+        ("eval", [], "ckpt_path must be set. Fix: add ckpt_path=<run>/checkpoints/last.ckpt"),
+        ("predict", ["ckpt_path=x.ckpt"], "input must be set. Fix: add input=<image|folder"),
+    ],
+)
+def test_missing_mandatory_value_from_the_command_line(
+    tmp_path: Path, entry: str, arguments: list[str], message: str
+) -> None:
+    """``python src/eval.py`` with no checkpoint (or predict with no input): the key and an
+    example, once, instead of omegaconf's MissingMandatoryValue from the config tree."""
+    command = [sys.executable, f"src/{entry}.py", *arguments, f"hydra.run.dir={tmp_path}"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert output.count(message) == 1 and "MissingMandatoryValue" not in output, output
+    assert "CONFIG" not in output and len(output.splitlines()) <= 4, output
