@@ -162,10 +162,11 @@ def test_ema_weights_reach_predict_and_export(ema_run: tuple, tmp_path: Path) ->
 
 
 def test_ema_resumes_mid_epoch_exactly(cfg_train: DictConfig, tmp_path: Path) -> None:
-    """Killed at step 9 and resumed from step 8 (2 of 6 batches of epoch 1): same averaged and
-    raw weights as an uninterrupted run."""
+    """EMA with MixUp/CutMix, killed at step 9 and resumed from step 8 (2 of 6 batches of
+    epoch 1): same averaged and raw weights as an uninterrupted run."""
     extra = {
         "callbacks.ema": {"_target_": "src.callbacks.weight_averaging.EMA", "decay": 0.9},
+        "model.mix": {"mixup_alpha": 0.8, "cutmix_alpha": 1.0},
         "data.train_val_test_split": [192, 48, 64],  # 6 steps per epoch
         "callbacks.model_checkpoint.every_n_train_steps": 4,
     }
