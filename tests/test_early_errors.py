@@ -157,7 +157,7 @@ def test_matching_pairs_pass(tmp_path: Path) -> None:
 
 
 def test_class_weight_of_wrong_length(tmp_path: Path) -> None:
-    cfg = make_cfg(tmp_path, "+model.criterion.weight=[1.0,2.0,1.0]")
+    cfg = make_cfg(tmp_path, "model.criterion.weight=[1.0,2.0,1.0]")
     with pytest.raises(ValueError, match="loss of head 'label'") as err:
         train(cfg)
     assert "10 classes" in str(err.value) and "one value per class" in str(err.value)

@@ -53,6 +53,30 @@ def test_list_weights_from_yaml_become_tensors() -> None:
     assert isinstance(criterion.weight, torch.Tensor) and criterion.weight[1] == 2.0
 
 
+@pytest.mark.parametrize(
+    "overrides, kind, weight",
+    [
+        (["model.criterion.weight=[1,1,1,1,1,1,1,1,1,2]"], nn.CrossEntropyLoss, 2.0),
+        (["model.criterion._target_=torch.nn.MSELoss"], nn.MSELoss, None),
+        (["model.criterion._target_=torch.nn.NLLLoss"], nn.NLLLoss, None),
+    ],
+)
+def test_the_command_line_sets_class_weights_without_a_plus(
+    overrides: list[str], kind: type, weight: float | None
+) -> None:
+    """The shared config lists ``weight: null``, so the documented
+    ``model.criterion.weight=[...]`` needs no ``+``; a loss that takes no weight (MSELoss)
+    does not get the null one."""
+    from tests.conftest import compose_config
+
+    criterion = instantiate_criterion(compose_config("train.yaml", overrides).model.criterion)
+    assert type(criterion) is kind
+    if weight is not None:
+        assert criterion.weight.tolist()[-1] == weight
+    else:
+        assert getattr(criterion, "weight", None) is None
+
+
 def test_default_and_missing_target() -> None:
     assert isinstance(instantiate_criterion(None), nn.CrossEntropyLoss)
     with pytest.raises(ValueError, match="_target_"):
@@ -84,7 +108,7 @@ def test_the_loss_is_built_by_the_module_and_checked_once() -> None:
         "train.yaml",
         [
             "model.criterion._target_=tests.test_losses.CountingLoss",
-            f"+model.criterion.weight={ONES}",
+            f"model.criterion.weight={ONES}",
         ],
     )
     CountingLoss.calls.clear()

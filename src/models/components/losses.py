@@ -25,6 +25,7 @@ run uses the head's class count when the module passes it, so the model/data che
 not seen (a class ``weight`` of another length than the head's classes).
 """
 
+import inspect
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -227,7 +228,10 @@ class ClassificationLoss(nn.Module):
 def instantiate_criterion(cfg: DictConfig | Mapping[str, Any] | nn.Module | None) -> nn.Module:
     """Instantiate a loss config, turning list-valued ``weight``/``pos_weight`` into tensors.
 
-    ``None`` gives the default ``CrossEntropyLoss``; an ``nn.Module`` is returned unchanged.
+    ``None`` gives the default ``CrossEntropyLoss``; an ``nn.Module`` is returned unchanged. A
+    ``null`` argument the loss does not take is dropped: the shared config lists
+    ``weight: null`` so that ``model.criterion.weight=[...]`` needs no ``+``, and it must not
+    break ``model.criterion._target_=torch.nn.MSELoss``.
     """
     if cfg is None:
         return nn.CrossEntropyLoss()
@@ -244,8 +248,29 @@ def instantiate_criterion(cfg: DictConfig | Mapping[str, Any] | nn.Module | None
         for key in _TENSOR_ARGS
         if key in cfg and OmegaConf.is_list(cfg[key])
     }
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in tensors])
-    return hydra.utils.instantiate(cfg, **tensors)
+    accepted = _accepted_arguments(str(cfg._target_))
+    keep = [
+        k
+        for k in cfg
+        if k not in tensors and (cfg[k] is not None or accepted is None or k in accepted)
+    ]
+    return hydra.utils.instantiate(OmegaConf.masked_copy(cfg, keep), **tensors)
+
+
+def _accepted_arguments(target: str) -> set[str] | None:
+    """The keyword arguments of loss class ``target``; ``None`` when it takes ``**kwargs`` or
+    cannot be inspected (then every argument is passed on, and Hydra reports a bad one)."""
+    hydra_keys = {"_target_", "_partial_", "_convert_", "_recursive_"}
+    try:
+        cls = hydra.utils.get_class(target)
+        parameters = inspect.signature(cls).parameters.values()
+    except (ImportError, ValueError, TypeError):
+        return None
+    if cls.__init__ is nn.Module.__init__:  # takes **kwargs only to refuse them
+        return hydra_keys
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters} | hydra_keys
 
 
 # ------------------------------------------------------------ MixUp / CutMix
