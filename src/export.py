@@ -19,12 +19,22 @@ from typing import Any
 
 import hydra
 import rootutils
-import torch
-from lightning import LightningModule
 from omegaconf import DictConfig
-from torch import nn
 
 rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
+
+from src.utils.hydra_help import answer_from_config, speed_up_help, wants_info  # noqa: E402
+
+if __name__ == "__main__" and wants_info():  # --help, --cfg, --info: before torch and Lightning
+    answer_from_config(
+        hydra.main(version_base="1.3", config_path="../configs", config_name="export.yaml")(
+            lambda cfg: None
+        )
+    )
+
+import torch  # noqa: E402
+from lightning import LightningModule  # noqa: E402
+from torch import nn  # noqa: E402
 
 from src.models.build import load_model_from_checkpoint  # noqa: E402
 from src.utils import (  # noqa: E402
@@ -34,7 +44,6 @@ from src.utils import (  # noqa: E402
     report_errors,
     task_wrapper,
 )
-from src.utils.hydra_help import speed_up_help  # noqa: E402
 from src.utils.utils import require_values  # noqa: E402
 
 log = RankedLogger(__name__, rank_zero_only=True)

@@ -23,16 +23,26 @@ from typing import Any
 
 import hydra
 import rootutils
-import torch
-from lightning import LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms import v2
 
 rootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)
+
+from src.utils.hydra_help import answer_from_config, speed_up_help, wants_info  # noqa: E402
+
+if __name__ == "__main__" and wants_info():  # --help, --cfg, --info: before torch and Lightning
+    answer_from_config(
+        hydra.main(version_base="1.3", config_path="../configs", config_name="predict.yaml")(
+            lambda cfg: None
+        )
+    )
+
+import torch  # noqa: E402
+from lightning import LightningModule, Trainer  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from torchvision.datasets.folder import IMG_EXTENSIONS  # noqa: E402
+from torchvision.io import ImageReadMode, decode_image  # noqa: E402
+from torchvision.transforms import v2  # noqa: E402
 
 from src.data.components.image_folder import (  # noqa: E402
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -49,7 +59,6 @@ from src.utils import (  # noqa: E402
     report_errors,
     task_wrapper,
 )
-from src.utils.hydra_help import speed_up_help  # noqa: E402
 from src.utils.local_paths import localize_paths  # noqa: E402
 from src.utils.trusted_targets import check_trusted_config  # noqa: E402
 from src.utils.utils import require_values  # noqa: E402

@@ -56,3 +56,44 @@ def test_help_is_unchanged_and_builds_one_repository_view() -> None:
     assert "experiment: " in fast and "model/net: " in fast and "recipe: cifar_strong" in fast
     assert fast_views < slow_views / 10, (fast_views, slow_views)
     assert not fast_torch and not slow_torch
+
+
+# Runs an entry point as a script with the given arguments; reports whether torch was loaded.
+ENTRY_PROBE = """
+import runpy, sys
+sys.argv = {argv!r}
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as done:
+    code = done.code
+print("EXIT", code, "TORCH" if "torch" in sys.modules else "NO_TORCH")
+"""
+
+
+@pytest.mark.parametrize("entry", ["predict", "export"])
+@pytest.mark.parametrize("flags", [["--help"], ["--cfg", "job"], ["--info", "config"]])
+def test_predict_and_export_answer_info_flags_before_torch(entry: str, flags: list[str]) -> None:
+    """predict/export import torch and Lightning at load time; ``--help``, ``--cfg`` and
+    ``--info`` are answered from the config before those imports."""
+    argv = [f"src/{entry}.py", *flags]
+    done = subprocess.run(
+        [sys.executable, "-c", ENTRY_PROBE.format(argv=argv)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and output.rstrip().endswith("EXIT 0 NO_TORCH"), output
+    expected = {"--help": f"{entry} is powered by Hydra", "--cfg": f"task_name: {entry}"}
+    assert expected.get(flags[0], "Config search path") in output, output
+
+
+@pytest.mark.parametrize(
+    "argv, info",
+    [(["--cfg", "job"], True), (["--cfg=all"], True), (["-i", "config"], True), (["a=1"], False)],
+)
+def test_info_flags_are_recognised(argv: list[str], info: bool) -> None:
+    from src.utils.hydra_help import wants_info
+
+    assert wants_info(argv) is info

@@ -7,15 +7,35 @@ during ``--help`` one view per set of overrides is built and reused.
 """
 
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 HELP_FLAGS = ("--help", "-h", "--hydra-help")
+#: Flags Hydra answers from the config alone, without running the task.
+INFO_FLAGS = (*HELP_FLAGS, "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
 
 
 def wants_help(argv: Sequence[str]) -> bool:
     """Whether the command line ``argv`` asks Hydra for ``--help`` or ``--hydra-help``."""
     return any(flag in argv for flag in HELP_FLAGS)
+
+
+def wants_info(argv: Sequence[str] | None = None) -> bool:
+    """Whether ``argv`` (default ``sys.argv``) only asks Hydra about the config (help, ``--cfg``,
+    ``--info``, shell completion): entry points that import their libraries at load time
+    answer it before those imports."""
+    words = sys.argv[1:] if argv is None else argv
+    return any(w in INFO_FLAGS or w.startswith(("--cfg=", "--info=")) for w in words)
+
+
+def answer_from_config(hydra_main: Callable[[], Any]) -> NoReturn:
+    """Run ``hydra_main`` (a ``@hydra.main`` of a do-nothing task) for an info request, exit 0.
+
+    The task must be defined in the entry file itself: Hydra names the job after that file.
+    """
+    speed_up_help()
+    hydra_main()
+    raise SystemExit(0)
 
 
 def speed_up_help(argv: Sequence[str] | None = None) -> bool:
