@@ -29,14 +29,15 @@ print("REPOSITORY_VIEWS", len(built), "TORCH" if "torch" in sys.modules else "NO
 """
 
 
-def _help(fast: bool) -> tuple[str, int, bool]:
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE.format(fast=fast)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+def _probe(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter in the project folder."""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
+
+
+def _help(fast: bool) -> tuple[str, int, bool]:
+    done = _probe(PROBE.format(fast=fast))
     assert done.returncode == 0, done.stdout + done.stderr
     text, _, tail = done.stdout.rpartition("REPOSITORY_VIEWS")
     views, torch = tail.split()
@@ -75,14 +76,7 @@ print("EXIT", code, "TORCH" if "torch" in sys.modules else "NO_TORCH")
 def test_predict_and_export_answer_info_flags_before_torch(entry: str, flags: list[str]) -> None:
     """predict/export import torch and Lightning at load time; ``--help``, ``--cfg`` and
     ``--info`` are answered from the config before those imports."""
-    argv = [f"src/{entry}.py", *flags]
-    done = subprocess.run(
-        [sys.executable, "-c", ENTRY_PROBE.format(argv=argv)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _probe(ENTRY_PROBE.format(argv=[f"src/{entry}.py", *flags]))
     output = done.stdout + done.stderr
     assert done.returncode == 0 and output.rstrip().endswith("EXIT 0 NO_TORCH"), output
     expected = {"--help": f"{entry} is powered by Hydra", "--cfg": f"task_name: {entry}"}
